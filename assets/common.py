@@ -1,0 +1,30 @@
+"""Partitions and small helpers shared by the asset modules."""
+
+
+import warnings
+from datetime import date
+
+import dagster as dg
+import pandas as pd
+
+from vigil import config
+
+warnings.filterwarnings("ignore", category=dg.BetaWarning)  # backfill_policy is beta, and deliberate
+
+DAILY = dg.DailyPartitionsDefinition(start_date=config.start_date().isoformat())
+# A range of days runs as one run (CLI: ``dagster asset materialize --partition-range a...b``),
+# and every daily asset replaces its partitions' files, so re-runs never duplicate.
+SINGLE_RUN = dg.BackfillPolicy.single_run()
+
+
+def days_of(context: dg.AssetExecutionContext) -> list[date]:
+    return [date.fromisoformat(k) for k in context.partition_keys]
+
+
+def md_table(frame: pd.DataFrame, floatfmt: str = ".4f") -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.to_markdown(index=False, floatfmt=floatfmt))
+
+
+def progress(context: dg.AssetExecutionContext, i: int, n: int, what: str) -> None:
+    if n > 1 and (i == n - 1 or i % max(1, n // 10) == 0):
+        context.log.info(f"{what}: {i + 1}/{n} days")

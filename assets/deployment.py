@@ -1,0 +1,56 @@
+"""Deployment: register the evaluated model with its lineage, then promote it (a logged act)."""
+
+
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+import vigil
+from resources import VigilStorage
+from vigil import registry
+from vigil.model import FraudModel
+from vigil.policy import DecisionPolicy
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip()
+    except Exception:
+        sha = ""
+    return f"{vigil.__version__}+{sha}" if sha else vigil.__version__
+
+
+@dg.asset(group_name="deployment", kinds={"bentoml"})
+def registered_model(context: dg.AssetExecutionContext, storage: VigilStorage, fraud_model: dict) -> dict:
+    """A new version in the BentoML model store, carrying data, features, params, metrics, code."""
+    model_dir = Path(fraud_model["model_dir"])
+    model = FraudModel.load(model_dir)
+    meta = {
+        "lineage": fraud_model["lineage"],
+        "metrics": fraud_model["metrics"],
+        "params": model.booster.params if hasattr(model.booster, "params") else {},
+        "code_version": code_version(),
+        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dagster_run_id": context.run_id,
+        "train_seconds": fraud_model["train_seconds"],
+    }
+    policy = DecisionPolicy.from_dict(fraud_model["policy"])
+    tag = registry.register(storage.paths, model, policy, meta,
+                            labels={"feature_service": fraud_model["lineage"]["feature_service"]},
+                            extra_files=[model_dir / "reference.parquet"])  # the drift reference travels with the model
+    info = registry.model_info(storage.paths, tag)
+    context.add_output_metadata({"tag": tag, "code_version": meta["code_version"],
+                                 "partitions": len(fraud_model["lineage"]["partition_hashes"]),
+                                 "store_path": dg.MetadataValue.path(info["path"])})
+    return {"tag": tag}
+
+
+@dg.asset(group_name="deployment", kinds={"bentoml"})
+def production_model(context: dg.AssetExecutionContext, storage: VigilStorage, registered_model: dict) -> dict:
+    """Promotion to production. Runs only after the blocking evaluation gate passed; logged."""
+    entry = registry.promote(storage.paths, registered_model["tag"], reason=f"evaluation gate passed in run {context.run_id}")
+    context.add_output_metadata({"tag": entry["tag"], "previous": entry["previous"] or "none", "promoted_at": entry["at"]})
+    return entry

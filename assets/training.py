@@ -1,0 +1,148 @@
+"""Training: a point-in-time training set from Feast, the model, and the blocking evaluation gate."""
+
+
+import json
+import time
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from assets.common import md_table
+from resources import FeatureStoreResource, VigilStorage
+from vigil import evaluation, lake, registry
+from vigil.feature_repo import FEATURE_SERVICE
+from vigil.features import MODEL_FEATURES
+from vigil.training import Window, build_dataset, train_and_evaluate
+
+EVALUATION_GATE = "evaluation_gate"
+
+
+class TrainingConfig(dg.Config):
+    last_day: str = ""  # empty: the latest validated partition
+    train_days: int = 21
+    test_days: int = 7
+    gap_days: int = 7
+    seed: int = 0
+
+
+class GateConfig(dg.Config):
+    min_auc: float = 0.75
+    min_average_precision: float = 0.2
+    max_regression: float = 0.02  # candidate AP may trail the champion's by at most this
+    max_latency_ms: float = 1.0  # one-row Booster.predict
+    max_size_mb: float = 50.0
+
+
+@dg.asset(group_name="training", deps=["validated_transactions", "validated_labels", "feature_snapshots", "feast_registry"],
+          kinds={"feast", "parquet"})
+def training_set(context: dg.AssetExecutionContext, config: TrainingConfig, storage: VigilStorage,
+                 feature_store: FeatureStoreResource) -> dict:
+    """Train and held-out test frames from Feast point-in-time retrieval, labels known at T only."""
+    paths = storage.paths
+    available = lake.available_days(paths.validated)
+    if not available:
+        raise dg.Failure("no validated partitions yet: run the daily pipeline first")
+    last = date.fromisoformat(config.last_day) if config.last_day else available[-1]
+    w = Window.ending(last, config.train_days, config.test_days, config.gap_days)
+    missing = [d for d in w.train_days + w.test_days if d not in set(available)]
+    if missing:
+        raise dg.Failure(f"training window needs validated partitions {missing[0]}..{missing[-1]} ({len(missing)} missing)")
+    store = feature_store.store()
+    t0 = time.perf_counter()
+    train, train_hashes = build_dataset(store, paths, w.train_days, w.as_of)
+    test, test_hashes = build_dataset(store, paths, w.test_days, w.as_of)
+    seconds = time.perf_counter() - t0
+    out = paths.models / "training_sets" / context.run_id
+    out.mkdir(parents=True, exist_ok=True)
+    train.to_parquet(out / "train.parquet", index=False)
+    test.to_parquet(out / "test.parquet", index=False)
+    lineage = {
+        "as_of": w.as_of.isoformat(),
+        "train_days": [d.isoformat() for d in (w.train_days[0], w.train_days[-1])],
+        "test_days": [d.isoformat() for d in (w.test_days[0], w.test_days[-1])],
+        "partition_hashes": {**train_hashes, **test_hashes},
+        "feature_service": FEATURE_SERVICE,
+    }
+    context.add_output_metadata({
+        "train_rows": len(train), "test_rows": len(test),
+        "train_fraud_rate": float(train["label"].mean()), "test_fraud_rate": float(test["label"].mean()),
+        "retrieval_seconds": round(seconds, 2), "as_of": lineage["as_of"],
+        "train_window": " .. ".join(lineage["train_days"]), "test_window": " .. ".join(lineage["test_days"]),
+        "missing_feature_share": float(train[MODEL_FEATURES].isna().any(axis=1).mean()),
+        "path": dg.MetadataValue.path(str(out)),
+    })
+    return {"folder": str(out), "lineage": lineage, "seed": config.seed}
+
+
+@dg.asset(group_name="training", kinds={"lightgbm", "scikit-learn"},
+          check_specs=[dg.AssetCheckSpec(EVALUATION_GATE, asset="fraud_model", blocking=True,
+                                         description="thresholds, no regression against the champion, latency and size")])
+def fraud_model(context: dg.AssetExecutionContext, config: GateConfig, storage: VigilStorage, training_set: dict):
+    """LightGBM with its scikit-learn preprocessing, evaluated on the later held-out week."""
+    folder = Path(training_set["folder"])
+    train, test = pd.read_parquet(folder / "train.parquet"), pd.read_parquet(folder / "test.parquet")
+    t0 = time.perf_counter()
+    result = train_and_evaluate(train, test, seed=training_set["seed"])
+    train_seconds = time.perf_counter() - t0
+    model_dir = folder / "model"
+    result.model.save(model_dir)
+    reference = train[MODEL_FEATURES].sample(min(len(train), 100_000), random_state=0)
+    reference.to_parquet(model_dir / "reference.parquet", index=False)
+
+    # Champion on the same held-out week: the candidate must not be worse.
+    champion = registry.current(storage.paths)
+    champ_metrics = None
+    if champion:
+        champ, _, _ = registry.load(storage.paths, champion["tag"])
+        champ_metrics = evaluation.metrics(test.assign(score=champ.predict(test[MODEL_FEATURES].to_numpy())))
+    row = test[MODEL_FEATURES].to_numpy()[:1]
+    lat = []
+    for _ in range(200):
+        s = time.perf_counter()
+        result.model.predict(row)
+        lat.append((time.perf_counter() - s) * 1000)
+    latency_ms = float(np.percentile(lat, 99))
+    size_mb = sum(f.stat().st_size for f in model_dir.iterdir()) / 1e6
+
+    m = result.metrics
+    failures = []
+    if not m["auc"] >= config.min_auc:
+        failures.append(f"auc {m['auc']:.3f} < {config.min_auc}")
+    if not m["average_precision"] >= config.min_average_precision:
+        failures.append(f"average_precision {m['average_precision']:.3f} < {config.min_average_precision}")
+    if champ_metrics and m["average_precision"] < champ_metrics["average_precision"] - config.max_regression:
+        failures.append(f"average_precision {m['average_precision']:.3f} regresses vs champion {champ_metrics['average_precision']:.3f}")
+    if latency_ms > config.max_latency_ms:
+        failures.append(f"p99 one-row latency {latency_ms:.3f} ms > {config.max_latency_ms}")
+    if size_mb > config.max_size_mb:
+        failures.append(f"size {size_mb:.1f} MB > {config.max_size_mb}")
+
+    compare = pd.DataFrame([{"model": "candidate", **m}] + ([{"model": f"champion {champion['tag']}", **champ_metrics}] if champ_metrics else []))
+    importance = pd.DataFrame({"feature": MODEL_FEATURES, "gain": result.model.booster.feature_importance("gain")}).sort_values("gain", ascending=False)
+    evaluation_record = {"metrics": m, "train_metrics": result.train_metrics, "champion": champ_metrics,
+                         "latency_p99_ms": latency_ms, "size_mb": size_mb, "gate_failures": failures}
+    (folder / "evaluation.json").write_text(json.dumps(evaluation_record, indent=1))
+    yield dg.Output(
+        {"folder": str(folder), "model_dir": str(model_dir), "metrics": m, "policy": result.policy.to_dict(),
+         "lineage": training_set["lineage"], "train_seconds": train_seconds, "gate_passed": not failures},
+        metadata={
+            "auc": m["auc"], "average_precision": m["average_precision"], "card_precision_at_100": m["card_precision_at_100"],
+            "train_auc": result.train_metrics["auc"], "train_seconds": round(train_seconds, 2),
+            "comparison": md_table(compare),
+            "pr_curve": md_table(evaluation.pr_curve(test.assign(score=result.test_frame["score"]))),
+            "calibration": md_table(evaluation.calibration(result.test_frame)),
+            "feature_importance": md_table(importance, ".1f"),
+            "policy": dg.MetadataValue.json(result.policy.to_dict()),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name=EVALUATION_GATE,
+        passed=not failures,
+        metadata={"actual_auc": m["auc"], "actual_average_precision": m["average_precision"],
+                  "threshold_auc": config.min_auc, "threshold_average_precision": config.min_average_precision,
+                  "champion_average_precision": champ_metrics["average_precision"] if champ_metrics else None,
+                  "latency_p99_ms": latency_ms, "size_mb": size_mb, "failures": "; ".join(failures) or "none"},
+    )

@@ -1,0 +1,40 @@
+"""The one place where Vigil's Dagster project is assembled: assets, checks, jobs, schedules, sensors,
+resources for the active profile (``VIGIL_PROFILE``)."""
+
+
+import dagster as dg
+
+from assets import deployment, feedback, features, ingestion, monitoring, training, validation
+from pipelines.sensors import make_drift_sensor
+from resources import resources_for_profile
+
+ALL_ASSETS = dg.load_assets_from_modules([ingestion, validation, features, training, deployment, monitoring, feedback])
+
+DAILY_GROUPS = ("ingestion", "validation", "features", "monitoring", "feedback")
+
+# In-process executors: on two cores a subprocess per step would pay the feast/evidently imports again.
+daily_pipeline = dg.define_asset_job(
+    "daily_pipeline",
+    selection=dg.AssetSelection.groups(*DAILY_GROUPS) - dg.AssetSelection.assets("feast_registry"),
+    partitions_def=features.DAILY,
+    executor_def=dg.in_process_executor,
+    description="One day (or a range, as a single run): ingest, validate, features, online store, monitoring, feedback.",
+)
+retraining = dg.define_asset_job(
+    "retraining",
+    selection=dg.AssetSelection.assets("feast_registry") | dg.AssetSelection.groups("training", "deployment"),
+    executor_def=dg.in_process_executor,
+    description="Point-in-time training set, model, evaluation gate, registration and promotion.",
+)
+
+daily_schedule = dg.build_schedule_from_partitioned_job(
+    daily_pipeline, hour_of_day=1, minute_of_hour=0, default_status=dg.DefaultScheduleStatus.RUNNING
+)
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    jobs=[daily_pipeline, retraining],
+    schedules=[daily_schedule],
+    sensors=[make_drift_sensor(retraining)],
+    resources=resources_for_profile(),
+)

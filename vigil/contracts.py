@@ -1,0 +1,161 @@
+"""Data contracts: the raw transaction and label schemas, and the rules that reject a row.
+
+Validation never drops a row silently: every rejected row leaves with the reason code(s) that
+rejected it, so the quarantine can say exactly what was wrong and a fixed re-run can admit it.
+Reason codes are ``<column>:<rule>``, e.g. ``tx_amount:greater_than(0)`` or
+``transaction_id:wrong_type``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+TX_REQUIRED = {
+    "transaction_id": "int",
+    "tx_datetime": "datetime",
+    "customer_id": "int",
+    "terminal_id": "int",
+    "tx_amount": "float",
+}
+LABEL_REQUIRED = {"transaction_id": "int", "tx_fraud": "int", "reported_at": "datetime"}
+DEFAULT_AMOUNT_CEILING = 10_000.0
+SOURCE_COLUMNS = ["source_file", "source_row"]
+
+
+class ContractError(ValueError):
+    """The whole batch breaks the contract (missing column, unreadable file): nothing is admitted."""
+
+
+@dataclass
+class ValidationResult:
+    admitted: pd.DataFrame
+    quarantined: pd.DataFrame  # original values as text + reasons + source_file + source_row
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_read(self) -> int:
+        return len(self.admitted) + len(self.quarantined)
+
+    @property
+    def quarantine_rate(self) -> float:
+        return len(self.quarantined) / self.n_read if self.n_read else 0.0
+
+
+def transaction_schema(day: date, now: datetime | None = None, amount_ceiling: float = DEFAULT_AMOUNT_CEILING) -> pa.DataFrameSchema:
+    start = pd.Timestamp(day)
+    end = start + pd.Timedelta(days=1)
+    checks_time = [pa.Check.ge(start, error=f"inside_day({day})"), pa.Check.lt(end, error=f"inside_day({day})")]
+    if now is not None:
+        checks_time.append(pa.Check.le(pd.Timestamp(now), error="not_in_future"))
+    ident = [pa.Check.ge(0, error="non_negative_id")]
+    return pa.DataFrameSchema(
+        {
+            "transaction_id": pa.Column("Int64", ident, unique=True, report_duplicates="exclude_first"),
+            "tx_datetime": pa.Column("datetime64[ns]", checks_time),
+            "customer_id": pa.Column("Int64", ident),
+            "terminal_id": pa.Column("Int64", ident),
+            "tx_amount": pa.Column("float64", [pa.Check.gt(0), pa.Check.le(amount_ceiling)]),
+        },
+        strict=False,
+        name="raw_transactions",
+    )
+
+
+def label_schema() -> pa.DataFrameSchema:
+    return pa.DataFrameSchema(
+        {
+            "transaction_id": pa.Column("Int64", pa.Check.ge(0, error="non_negative_id"), unique=True, report_duplicates="exclude_first"),
+            "tx_fraud": pa.Column("Int64", pa.Check.isin([0, 1])),
+            "reported_at": pa.Column("datetime64[ns]"),
+        },
+        strict=False,
+        name="labels",
+    )
+
+
+def _coerce(frame: pd.DataFrame, required: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Explicit coercion: ints and floats via to_numeric, datetimes via to_datetime (UTC, naive).
+
+    Returns the coerced frame and a boolean frame marking values that were present but could not
+    be coerced (reason ``wrong_type``), as opposed to values that were missing (``not_nullable``).
+    """
+    out = frame.copy()
+    bad = pd.DataFrame(False, index=frame.index, columns=list(required))
+    for col, kind in required.items():
+        raw = frame[col]
+        if kind == "datetime":
+            if pd.api.types.is_datetime64_any_dtype(raw):
+                val = raw.dt.tz_convert("UTC").dt.tz_localize(None) if raw.dt.tz is not None else raw
+            else:
+                val = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed").dt.tz_localize(None)
+            out[col] = val.astype("datetime64[ns]")
+        else:
+            num = pd.to_numeric(raw, errors="coerce")
+            if kind == "int":
+                frac = num.notna() & (num != np.floor(num.fillna(0)))
+                num = num.where(~frac)
+                out[col] = num.astype("Float64").astype("Int64")
+            else:
+                out[col] = num.astype("float64")
+        bad[col] = raw.notna() & out[col].isna()
+    return out, bad
+
+
+def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, required: dict[str, str], source_file: str = "") -> ValidationResult:
+    """Split ``frame`` into admitted rows (typed) and quarantined rows (with reasons)."""
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ContractError(
+            f"{source_file or 'batch'}: required column(s) {missing} missing; found columns {list(frame.columns)}"
+        )
+    frame = frame.reset_index(drop=True)
+    coerced, bad_type = _coerce(frame, required)
+    reasons: dict[int, list[str]] = {}
+    for col in required:
+        for i in np.flatnonzero(bad_type[col].to_numpy()):
+            reasons.setdefault(int(i), []).append(f"{col}:wrong_type")
+        for i in np.flatnonzero((frame[col].isna()).to_numpy()):
+            reasons.setdefault(int(i), []).append(f"{col}:not_nullable")
+    # Rows with type problems are judged on the rest of their values by pandera too, so a
+    # row's reason list is complete; their nulls are already explained above.
+    try:
+        schema.validate(coerced, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        fc = err.failure_cases
+        fc = fc[fc["index"].notna() & (fc["check"] != "not_nullable")]
+        for idx, col, check in zip(fc["index"], fc["column"], fc["check"]):
+            code = f"{col}:{'duplicate' if check == 'field_uniqueness' else check}"
+            lst = reasons.setdefault(int(idx), [])
+            if code not in lst:
+                lst.append(code)
+    bad_rows = np.array(sorted(reasons), dtype=np.int64)
+    mask = np.zeros(len(frame), dtype=bool)
+    mask[bad_rows] = True
+    admitted = coerced.loc[~mask].copy()
+    for col, kind in required.items():
+        if kind == "int":
+            admitted[col] = admitted[col].astype("int64")
+    quarantined = frame.loc[mask].astype("string")
+    quarantined["reasons"] = [";".join(reasons[i]) for i in bad_rows]
+    quarantined["source_file"] = source_file
+    quarantined["source_row"] = bad_rows + 1  # 1-based row number within the source file
+    counts: dict[str, int] = {}
+    for lst in reasons.values():
+        for code in lst:
+            counts[code] = counts.get(code, 0) + 1
+    return ValidationResult(admitted.reset_index(drop=True), quarantined.reset_index(drop=True), counts)
+
+
+def validate_transactions(frame: pd.DataFrame, day: date, source_file: str = "", now: datetime | None = None,
+                          amount_ceiling: float = DEFAULT_AMOUNT_CEILING) -> ValidationResult:
+    return validate(frame, transaction_schema(day, now, amount_ceiling), TX_REQUIRED, source_file)
+
+
+def validate_labels(frame: pd.DataFrame, source_file: str = "") -> ValidationResult:
+    return validate(frame, label_schema(), LABEL_REQUIRED, source_file)
+

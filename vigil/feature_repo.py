@@ -1,0 +1,78 @@
+"""Feast object definitions: the one place where Vigil's features are declared for Feast.
+
+Training reads them with point-in-time retrieval from the offline store; the endpoint reads the
+same views from the online store. The feature service is versioned: a model records the service
+name it was trained with, and serving asks for exactly that service.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+from vigil import config
+from vigil.features import CUSTOMER_ASOF, CUSTOMER_FEATURES, FEATURE_TTL, TERMINAL_ASOF, TERMINAL_FEATURES
+
+FEATURE_SERVICE = "fraud_features_v1"
+CUSTOMER_VIEW = "customer_spending"
+TERMINAL_VIEW = "terminal_risk"
+INFRA = Path(__file__).resolve().parents[1] / "infra" / "feast"
+
+
+def feature_refs() -> list[str]:
+    return [f"{CUSTOMER_VIEW}:{f}" for f in CUSTOMER_FEATURES + [CUSTOMER_ASOF]] + [
+        f"{TERMINAL_VIEW}:{f}" for f in TERMINAL_FEATURES + [TERMINAL_ASOF]
+    ]
+
+
+def definitions(paths: config.Paths) -> list:
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+    from feast.types import Float64, Int64
+
+    customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64)
+    terminal = Entity(name="terminal", join_keys=["terminal_id"], value_type=ValueType.INT64)
+    customer_src = FileSource(name="customer_snapshots", path=str(paths.features / "customer"), timestamp_field="event_timestamp")
+    terminal_src = FileSource(name="terminal_snapshots", path=str(paths.features / "terminal"), timestamp_field="event_timestamp")
+    customer_view = FeatureView(
+        name=CUSTOMER_VIEW,
+        entities=[customer],
+        ttl=FEATURE_TTL,
+        schema=[Field(name=f, dtype=Float64) for f in CUSTOMER_FEATURES] + [Field(name=CUSTOMER_ASOF, dtype=Int64)],
+        source=customer_src,
+        online=True,
+    )
+    terminal_view = FeatureView(
+        name=TERMINAL_VIEW,
+        entities=[terminal],
+        ttl=FEATURE_TTL,
+        schema=[Field(name=f, dtype=Float64) for f in TERMINAL_FEATURES] + [Field(name=TERMINAL_ASOF, dtype=Int64)],
+        source=terminal_src,
+        online=True,
+    )
+    service = FeatureService(name=FEATURE_SERVICE, features=[customer_view, terminal_view], tags={"model_features": "v1"})
+    return [customer, terminal, customer_src, terminal_src, customer_view, terminal_view, service]
+
+
+def open_store(paths: config.Paths | None = None, profile: str | None = None):
+    """A FeatureStore for the profile's ``infra/feast/<profile>/feature_store.yaml``."""
+    from feast import FeatureStore
+
+    paths = paths or config.paths()
+    profile = profile or config.profile()
+    os.environ["VIGIL_HOME"] = str(paths.root)
+    paths.feast_repo.mkdir(parents=True, exist_ok=True)
+    yaml = Path(os.environ.get("VIGIL_FEAST_CONFIG", INFRA / profile / "feature_store.yaml"))
+    return FeatureStore(repo_path=str(paths.feast_repo), fs_yaml_file=yaml)
+
+
+def apply(store, paths: config.Paths) -> list[str]:
+    objs = definitions(paths)
+    store.apply(objs)
+    return [getattr(o, "name", str(o)) for o in objs]
+
+
+def materialize(store, start: datetime, end: datetime) -> None:
+    """Load snapshots with ``start <= event_timestamp < end`` into the online store."""
+    store.materialize(start_date=start.astimezone(timezone.utc), end_date=end.astimezone(timezone.utc),
+                      feature_views=[CUSTOMER_VIEW, TERMINAL_VIEW])

@@ -1,0 +1,135 @@
+"""Feature logic shared by training and serving: the Handbook baseline plus request-time flags.
+
+Semantics (the README's feature section says the same):
+
+- A *snapshot* for day D is computed at the end of that day, ``as_of = D + 1 day 00:00`` UTC, from
+  transactions strictly before ``as_of``. A transaction at time t sees the latest snapshot with
+  ``as_of <= t`` (the previous midnight), never itself nor anything else from its own day.
+- Customer spending windows: number of transactions and mean amount over the last 1, 7 and 30
+  days before ``as_of``.
+- Terminal risk windows are shifted by the label delay (7 days): over transactions in
+  ``[as_of - 7d - w, as_of - 7d)``, their count and the share reported as fraud *by* ``as_of``.
+  A label reported later than ``as_of`` is invisible to that snapshot, so nothing leaks.
+- A snapshot older than one day (``FEATURE_TTL``) is stale: it is treated as missing, identically in
+  Feast's point-in-time join (TTL) and at serving time (Vigil's own freshness check, because Feast
+  does not enforce TTL on online reads). Missing counts and rates mean "no activity": 0.
+- Request-time features (``tx_amount``, ``is_weekend``, ``is_night``) come from the request itself
+  through :func:`request_features`, the one function both sides call.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+WINDOWS = (1, 7, 30)
+LABEL_DELAY_DAYS = 7
+FEATURE_TTL = timedelta(days=1)
+HISTORY_DAYS = max(WINDOWS) + LABEL_DELAY_DAYS  # days of input one snapshot needs
+
+CUSTOMER_FEATURES = [f"customer_nb_tx_{w}d" for w in WINDOWS] + [f"customer_avg_amount_{w}d" for w in WINDOWS]
+TERMINAL_FEATURES = [f"terminal_nb_tx_{w}d" for w in WINDOWS] + [f"terminal_risk_{w}d" for w in WINDOWS]
+CUSTOMER_ASOF = "customer_as_of"  # epoch seconds of the snapshot, served for freshness checks
+TERMINAL_ASOF = "terminal_as_of"
+REQUEST_FEATURES = ["tx_amount", "is_weekend", "is_night"]
+MODEL_FEATURES = REQUEST_FEATURES + CUSTOMER_FEATURES + TERMINAL_FEATURES
+NIGHT_END_HOUR = 6
+
+
+def request_features(epoch_seconds: np.ndarray, tx_amount: np.ndarray) -> np.ndarray:
+    """Request-time features as a (n, 3) float array: amount, weekend flag, night flag.
+
+    Works on plain numpy so the endpoint pays microseconds for one row and training the same code
+    for a million. 1970-01-01 was a Thursday (weekday 3).
+    """
+    secs = np.asarray(epoch_seconds, dtype=np.int64)
+    weekday = (secs // 86_400 + 3) % 7
+    hour = (secs % 86_400) // 3600
+    return np.column_stack(
+        [np.asarray(tx_amount, dtype=np.float64), (weekday >= 5).astype(np.float64), (hour < NIGHT_END_HOUR).astype(np.float64)]
+    )
+
+
+def epoch_seconds(ts: pd.Series) -> np.ndarray:
+    return ts.astype("datetime64[ns]").to_numpy().astype("datetime64[s]").astype(np.int64)
+
+
+def snapshot_as_of(day: date) -> pd.Timestamp:
+    return pd.Timestamp(day) + pd.Timedelta(days=1)
+
+
+def customer_snapshot(tx: pd.DataFrame, day: date) -> pd.DataFrame:
+    """Customer spending windows as of the end of ``day`` (one row per customer active in 30 days)."""
+    as_of = snapshot_as_of(day)
+    tx = tx[(tx["tx_datetime"] < as_of) & (tx["tx_datetime"] >= as_of - pd.Timedelta(days=max(WINDOWS)))]
+    out = None
+    for w in WINDOWS:
+        sub = tx[tx["tx_datetime"] >= as_of - pd.Timedelta(days=w)]
+        g = sub.groupby("customer_id")["tx_amount"].agg(["size", "mean"])
+        g.columns = [f"customer_nb_tx_{w}d", f"customer_avg_amount_{w}d"]
+        out = g if out is None else out.join(g, how="outer")
+    out = out.reindex(columns=CUSTOMER_FEATURES).fillna(0.0).astype("float64")
+    out = out.reset_index()
+    out["customer_id"] = out["customer_id"].astype("int64")
+    out["event_timestamp"] = as_of.tz_localize("UTC")
+    out[CUSTOMER_ASOF] = np.int64(as_of.timestamp())
+    return out
+
+
+def terminal_snapshot(tx: pd.DataFrame, labels: pd.DataFrame, day: date) -> pd.DataFrame:
+    """Terminal risk windows as of the end of ``day``, shifted by the label delay.
+
+    ``labels`` holds fraud reports (transaction_id, tx_fraud, reported_at); only reports made
+    before the snapshot time count.
+    """
+    as_of = snapshot_as_of(day)
+    end = as_of - pd.Timedelta(days=LABEL_DELAY_DAYS)
+    known = labels[(labels["reported_at"] < as_of) & (labels["tx_fraud"] == 1)]["transaction_id"]
+    tx = tx[(tx["tx_datetime"] < end) & (tx["tx_datetime"] >= end - pd.Timedelta(days=max(WINDOWS)))]
+    tx = tx.assign(fraud=tx["transaction_id"].isin(known).astype("float64"))
+    out = None
+    for w in WINDOWS:
+        sub = tx[tx["tx_datetime"] >= end - pd.Timedelta(days=w)]
+        g = sub.groupby("terminal_id")["fraud"].agg(["size", "mean"])
+        g.columns = [f"terminal_nb_tx_{w}d", f"terminal_risk_{w}d"]
+        out = g if out is None else out.join(g, how="outer")
+    out = out.reindex(columns=TERMINAL_FEATURES).fillna(0.0).astype("float64")
+    out = out.reset_index()
+    out["terminal_id"] = out["terminal_id"].astype("int64")
+    out["event_timestamp"] = as_of.tz_localize("UTC")
+    out[TERMINAL_ASOF] = np.int64(as_of.timestamp())
+    return out
+
+
+def history_days(day: date) -> list[date]:
+    """The days of transactions (and label reports) one snapshot for ``day`` reads: flat in history."""
+    return [day - timedelta(days=i) for i in range(HISTORY_DAYS - 1, -1, -1)]
+
+
+def is_fresh(as_of_epoch: float | None, request_epoch: float) -> bool:
+    """Vigil's TTL rule, the same as Feast's point-in-time TTL: a snapshot at most one day old."""
+    return as_of_epoch is not None and not np.isnan(as_of_epoch) and request_epoch - as_of_epoch <= FEATURE_TTL.total_seconds()
+
+
+def build_snapshots(paths, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Compute and store the customer and terminal snapshots for ``day`` from the validated lake.
+
+    Reads only the last ``HISTORY_DAYS`` partitions, so the cost of a day is flat in history.
+    """
+    from vigil import lake
+
+    days = history_days(day)
+    tx = lake.read_days(paths.validated, days, ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount"])
+    labels = lake.read_days(paths.labels, days, ["transaction_id", "tx_fraud", "reported_at"])
+    if tx.empty:
+        raise ValueError(f"no validated transactions in {days[0]}..{days[-1]}: ingest them first")
+    if labels.empty:
+        labels = pd.DataFrame({"transaction_id": pd.Series([], dtype="int64"), "tx_fraud": pd.Series([], dtype="int64"),
+                               "reported_at": pd.Series([], dtype="datetime64[ns]")})
+    cust = customer_snapshot(tx, day)
+    term = terminal_snapshot(tx, labels, day)
+    lake.write_day(paths.features / "customer", day, cust)
+    lake.write_day(paths.features / "terminal", day, term)
+    return cust, term

@@ -1,0 +1,153 @@
+"""Online scoring shared by the endpoint and batch scoring: Feast online features, Vigil's own
+freshness rule, the model, the decision policy and the prediction log.
+
+It never imports dagster, and it is the only place that assembles a feature vector at serving
+time; training assembles the same columns through :mod:`vigil.training` with the same
+:func:`vigil.features.request_features`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from vigil import registry
+from vigil.config import Paths
+from vigil.feature_repo import CUSTOMER_VIEW, TERMINAL_VIEW, feature_refs, open_store
+from vigil.features import CUSTOMER_ASOF, CUSTOMER_FEATURES, MODEL_FEATURES, TERMINAL_ASOF, TERMINAL_FEATURES, is_fresh, request_features
+from vigil.model import FraudModel
+from vigil.policy import DecisionPolicy
+from vigil.prediction_log import PredictionLog
+
+log = logging.getLogger("vigil.scoring")
+
+
+def utc_naive(dt: datetime) -> datetime:
+    """Requests may carry an offset; the lake and the features are in naive UTC."""
+    return dt.astimezone(timezone.utc).replace(tzinfo=None) if dt.tzinfo else dt
+
+
+class ModelUnavailable(RuntimeError):
+    """No model has been promoted to production yet."""
+
+
+@dataclass(frozen=True)
+class Deployed:
+    tag: str
+    model: FraudModel
+    policy: DecisionPolicy
+    promoted_at: str
+
+
+class Scorer:
+    def __init__(self, paths: Paths, store=None, log_predictions: bool = True, poll_seconds: float = 2.0):
+        self.paths = paths
+        self.store = store or open_store(paths)
+        self.log = PredictionLog(paths.predictions) if log_predictions else None
+        self.deployed: Deployed | None = None
+        self.poll_seconds = poll_seconds
+        self._pointer_mtime = 0.0
+        self._stop = threading.Event()
+        self.counters = {"stale_customer": 0, "stale_terminal": 0, "scored": 0}
+        self.reload()
+
+    # -- model lifecycle -------------------------------------------------------------------
+    def reload(self) -> bool:
+        """Load the production model if the pointer moved; swap atomically (no request waits)."""
+        pointer = self.paths.registry / registry.POINTER
+        try:
+            mtime = pointer.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if mtime == self._pointer_mtime:
+            return False
+        entry = registry.current(self.paths)
+        if self.deployed is None or entry["tag"] != self.deployed.tag:
+            model, policy, _ = registry.load(self.paths, entry["tag"])
+            self.deployed = Deployed(entry["tag"], model, policy, entry["at"])
+            log.info("serving model %s", entry["tag"])
+        self._pointer_mtime = mtime
+        return True
+
+    def watch(self) -> threading.Thread:
+        def loop():
+            while not self._stop.wait(self.poll_seconds):
+                try:
+                    self.reload()
+                except Exception:  # a broken promotion must not take serving down
+                    log.exception("model reload failed; still serving %s", self.deployed and self.deployed.tag)
+
+        t = threading.Thread(target=loop, name="vigil-model-watch", daemon=True)
+        t.start()
+        return t
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.log:
+            self.log.close()
+
+    # -- features --------------------------------------------------------------------------
+    def online_features(self, customer_ids: list[int], terminal_ids: list[int]) -> dict[str, list]:
+        rows = [{"customer_id": c, "terminal_id": t} for c, t in zip(customer_ids, terminal_ids)]
+        return self.store.get_online_features(features=feature_refs(), entity_rows=rows).to_dict()
+
+    def assemble(self, requests: list[dict]) -> tuple[np.ndarray, list[list[str]]]:
+        """Feature matrix in ``MODEL_FEATURES`` order; stale or missing snapshots become NaN."""
+        n = len(requests)
+        epoch = np.array([int(r["tx_datetime"].replace(tzinfo=timezone.utc).timestamp()) for r in requests], dtype=np.int64)
+        amount = np.array([r["tx_amount"] for r in requests], dtype=np.float64)
+        online = self.online_features([r["customer_id"] for r in requests], [r["terminal_id"] for r in requests])
+        x = np.full((n, len(MODEL_FEATURES)), np.nan)
+        x[:, :3] = request_features(epoch, amount)
+        stale: list[list[str]] = [[] for _ in range(n)]
+        for group, names, asof_col, offset in (
+            (CUSTOMER_VIEW, CUSTOMER_FEATURES, CUSTOMER_ASOF, 3),
+            (TERMINAL_VIEW, TERMINAL_FEATURES, TERMINAL_ASOF, 3 + len(CUSTOMER_FEATURES)),
+        ):
+            asof = online[asof_col]
+            for i in range(n):
+                if is_fresh(asof[i], epoch[i]):
+                    x[i, offset : offset + len(names)] = [online[f][i] for f in names]
+                else:
+                    stale[i].append(group)
+                    self.counters[f"stale_{group.split('_')[0]}"] += 1
+        return x, stale
+
+    # -- scoring ---------------------------------------------------------------------------
+    def score(self, requests: list[dict]) -> list[dict]:
+        deployed = self.deployed
+        if deployed is None:
+            raise ModelUnavailable("no model promoted to production yet; run the retraining job")
+        t0 = time.perf_counter()
+        requests = [{**r, "tx_datetime": utc_naive(r["tx_datetime"])} for r in requests]
+        x, stale = self.assemble(requests)
+        scores = deployed.model.predict(x)
+        out, records = [], []
+        for i, r in enumerate(requests):
+            s = float(scores[i])
+            feats = {name: (None if np.isnan(v) else float(v)) for name, v in zip(MODEL_FEATURES, x[i])}
+            resp = {
+                "transaction_id": r["transaction_id"],
+                "fraud_score": s,
+                "decision": deployed.policy.decide(s),
+                "reasons": deployed.policy.reasons(s, feats, stale[i]),
+                "stale_features": stale[i],
+                "model_version": deployed.tag,
+            }
+            out.append(resp)
+            records.append({**resp, "customer_id": r["customer_id"], "terminal_id": r["terminal_id"],
+                            "tx_datetime": r["tx_datetime"].isoformat(), "features": feats,
+                            "served_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds")})
+        if self.log:
+            self.log.append_many(records)
+        self.counters["scored"] += len(requests)
+        latency = time.perf_counter() - t0
+        for resp in out:
+            resp["latency_ms"] = round(latency * 1000, 3)
+        return out
