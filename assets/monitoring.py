@@ -1,6 +1,7 @@
 """Monitoring: the daily prediction log and an Evidently drift report against the training reference."""
 
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -59,6 +60,7 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, storage
         html = paths.monitoring / "drift" / f"{day}.html"
         s = evidently_drift(reference, served, MODEL_FEATURES, html, drift_share=config.drift_share)
         s.per_column.to_csv(html.with_suffix(".csv"), index=False)
+        html.with_suffix(".json").write_text(json.dumps({**s.as_metadata(), "html": s.html, "model": tag, "rows": len(served)}))
         results.append({"day": str(day), "rows": len(served), "model": tag, **s.as_metadata(), "html": s.html,
                         "per_column": s.per_column})
     last = results[-1]

@@ -46,7 +46,10 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingConfig, stor
     if not available:
         raise dg.Failure("no validated partitions yet: run the daily pipeline first")
     last = date.fromisoformat(config.last_day) if config.last_day else available[-1]
-    w = Window.ending(last, config.train_days, config.test_days, config.gap_days)
+    try:
+        w = Window.ending(last, config.train_days, config.test_days, config.gap_days, first_day=available[0])
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
     missing = [d for d in w.train_days + w.test_days if d not in set(available)]
     if missing:
         raise dg.Failure(f"training window needs validated partitions {missing[0]}..{missing[-1]} ({len(missing)} missing)")

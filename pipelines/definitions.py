@@ -37,4 +37,5 @@ defs = dg.Definitions(
     schedules=[daily_schedule],
     sensors=[make_drift_sensor(retraining)],
     resources=resources_for_profile(),
+    executor=dg.in_process_executor,  # also for ad-hoc `dagster asset materialize` runs
 )

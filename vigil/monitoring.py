@@ -46,22 +46,29 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, columns: list[s
     cur = current[columns].sample(min(len(current), MAX_ROWS), random_state=seed)
     ref, cur = ref.astype("float64"), cur.astype("float64")
     definition = DataDefinition(numerical_columns=columns)
-    snapshot = Report([DataDriftPreset(drift_share=drift_share)]).run(
+    snapshot = Report([DataDriftPreset(drift_share=drift_share)], include_tests=True).run(
         current_data=Dataset.from_pandas(cur, data_definition=definition),
         reference_data=Dataset.from_pandas(ref, data_definition=definition),
     )
     html_path = Path(html_path)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(html_path))
+    # A column's drift verdict is its test status: the score alone is a p-value for some methods
+    # and a distance for others.
+    result = snapshot.dict()
+    verdict = {}
+    for t in result.get("tests", []):
+        params = t.get("metric_config", {}).get("params", {})
+        if params.get("type", "").endswith("ValueDrift"):
+            verdict[params["column"]] = t["status"] == "FAIL"
     rows, count = [], None
-    for m in snapshot.dict()["metrics"]:
+    for m in result["metrics"]:
         cfg = m["config"]
         if cfg["type"].endswith("DriftedColumnsCount"):
             count = m["value"]
         elif cfg["type"].endswith("ValueDrift"):
-            score, thr = float(m["value"]), float(cfg["threshold"])
-            drifted = score < thr if "p_value" in cfg["method"] else score >= thr
-            rows.append({"column": cfg["column"], "method": cfg["method"], "score": score, "threshold": thr, "drifted": drifted})
+            rows.append({"column": cfg["column"], "method": cfg["method"], "score": float(m["value"]),
+                         "threshold": float(cfg["threshold"]), "drifted": verdict.get(cfg["column"])})
     per_column = pd.DataFrame(rows)
     share = float(count["share"]) if count else float(per_column["drifted"].mean())
     return DriftSummary(

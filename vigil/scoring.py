@@ -19,7 +19,7 @@ import numpy as np
 
 from vigil import registry
 from vigil.config import Paths
-from vigil.feature_repo import CUSTOMER_VIEW, TERMINAL_VIEW, feature_refs, open_store
+from vigil.feature_repo import CUSTOMER_VIEW, TERMINAL_VIEW, OnlineReader, open_store
 from vigil.features import CUSTOMER_ASOF, CUSTOMER_FEATURES, MODEL_FEATURES, TERMINAL_ASOF, TERMINAL_FEATURES, is_fresh, request_features
 from vigil.model import FraudModel
 from vigil.policy import DecisionPolicy
@@ -49,12 +49,13 @@ class Scorer:
     def __init__(self, paths: Paths, store=None, log_predictions: bool = True, poll_seconds: float = 2.0):
         self.paths = paths
         self.store = store or open_store(paths)
+        self.reader = OnlineReader(self.store)
         self.log = PredictionLog(paths.predictions) if log_predictions else None
         self.deployed: Deployed | None = None
         self.poll_seconds = poll_seconds
         self._pointer_mtime = 0.0
         self._stop = threading.Event()
-        self.counters = {"stale_customer": 0, "stale_terminal": 0, "scored": 0}
+        self.counters = {f"stale_{CUSTOMER_VIEW}": 0, f"stale_{TERMINAL_VIEW}": 0, "scored": 0}
         self.reload()
 
     # -- model lifecycle -------------------------------------------------------------------
@@ -93,30 +94,25 @@ class Scorer:
             self.log.close()
 
     # -- features --------------------------------------------------------------------------
-    def online_features(self, customer_ids: list[int], terminal_ids: list[int]) -> dict[str, list]:
-        rows = [{"customer_id": c, "terminal_id": t} for c, t in zip(customer_ids, terminal_ids)]
-        return self.store.get_online_features(features=feature_refs(), entity_rows=rows).to_dict()
-
     def assemble(self, requests: list[dict]) -> tuple[np.ndarray, list[list[str]]]:
         """Feature matrix in ``MODEL_FEATURES`` order; stale or missing snapshots become NaN."""
         n = len(requests)
         epoch = np.array([int(r["tx_datetime"].replace(tzinfo=timezone.utc).timestamp()) for r in requests], dtype=np.int64)
         amount = np.array([r["tx_amount"] for r in requests], dtype=np.float64)
-        online = self.online_features([r["customer_id"] for r in requests], [r["terminal_id"] for r in requests])
         x = np.full((n, len(MODEL_FEATURES)), np.nan)
         x[:, :3] = request_features(epoch, amount)
         stale: list[list[str]] = [[] for _ in range(n)]
-        for group, names, asof_col, offset in (
-            (CUSTOMER_VIEW, CUSTOMER_FEATURES, CUSTOMER_ASOF, 3),
-            (TERMINAL_VIEW, TERMINAL_FEATURES, TERMINAL_ASOF, 3 + len(CUSTOMER_FEATURES)),
+        for view, key, names, asof_col, offset in (
+            (CUSTOMER_VIEW, "customer_id", CUSTOMER_FEATURES, CUSTOMER_ASOF, 3),
+            (TERMINAL_VIEW, "terminal_id", TERMINAL_FEATURES, TERMINAL_ASOF, 3 + len(CUSTOMER_FEATURES)),
         ):
-            asof = online[asof_col]
-            for i in range(n):
-                if is_fresh(asof[i], epoch[i]):
-                    x[i, offset : offset + len(names)] = [online[f][i] for f in names]
+            rows = self.reader.read(view, [r[key] for r in requests])
+            for i, row in enumerate(rows):
+                if row is not None and is_fresh(row.get(asof_col), epoch[i]):
+                    x[i, offset : offset + len(names)] = [row.get(f, np.nan) for f in names]
                 else:
-                    stale[i].append(group)
-                    self.counters[f"stale_{group.split('_')[0]}"] += 1
+                    stale[i].append(view)
+                    self.counters[f"stale_{view}"] += 1
         return x, stale
 
     # -- scoring ---------------------------------------------------------------------------
@@ -128,26 +124,28 @@ class Scorer:
         requests = [{**r, "tx_datetime": utc_naive(r["tx_datetime"])} for r in requests]
         x, stale = self.assemble(requests)
         scores = deployed.model.predict(x)
-        out, records = [], []
+        out, feats_list = [], []
         for i, r in enumerate(requests):
             s = float(scores[i])
             feats = {name: (None if np.isnan(v) else float(v)) for name, v in zip(MODEL_FEATURES, x[i])}
-            resp = {
+            feats_list.append(feats)
+            out.append({
                 "transaction_id": r["transaction_id"],
                 "fraud_score": s,
                 "decision": deployed.policy.decide(s),
                 "reasons": deployed.policy.reasons(s, feats, stale[i]),
                 "stale_features": stale[i],
                 "model_version": deployed.tag,
-            }
-            out.append(resp)
-            records.append({**resp, "customer_id": r["customer_id"], "terminal_id": r["terminal_id"],
-                            "tx_datetime": r["tx_datetime"].isoformat(), "features": feats,
-                            "served_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds")})
-        if self.log:
-            self.log.append_many(records)
-        self.counters["scored"] += len(requests)
-        latency = time.perf_counter() - t0
+            })
+        latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         for resp in out:
-            resp["latency_ms"] = round(latency * 1000, 3)
+            resp["latency_ms"] = latency_ms
+        if self.log:
+            served_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+            self.log.append_many([
+                {**resp, "customer_id": r["customer_id"], "terminal_id": r["terminal_id"],
+                 "tx_datetime": r["tx_datetime"].isoformat(), "features": feats, "served_at": served_at}
+                for resp, r, feats in zip(out, requests, feats_list)
+            ])
+        self.counters["scored"] += len(requests)
         return out

@@ -19,7 +19,7 @@ import pandas as pd
 from vigil import evaluation, lake
 from vigil.config import LABEL_MATURITY_DAYS, Paths
 from vigil.feature_repo import FEATURE_SERVICE
-from vigil.features import CUSTOMER_FEATURES, MODEL_FEATURES, TERMINAL_FEATURES, epoch_seconds, request_features
+from vigil.features import CUSTOMER_FEATURES, HISTORY_DAYS, MODEL_FEATURES, TERMINAL_FEATURES, epoch_seconds, request_features
 from vigil.model import FraudModel, build_pipeline
 from vigil.policy import DecisionPolicy, fit_policy
 
@@ -33,11 +33,26 @@ class Window:
     as_of: pd.Timestamp  # training time T
 
     @classmethod
-    def ending(cls, last_day: date, train_days: int = 21, test_days: int = 7, gap_days: int = 7) -> "Window":
+    def ending(cls, last_day: date, train_days: int = 21, test_days: int = 7, gap_days: int = 7,
+               first_day: date | None = None, min_train_days: int = 7) -> "Window":
+        """The window for training at the end of ``last_day``.
+
+        With ``first_day`` (the first day of data), training starts no earlier than
+        ``first_day + HISTORY_DAYS``: before that the 30-day windows are still filling up and the
+        model would learn feature values that serving never sees again.
+        """
         test_end = last_day - timedelta(days=LABEL_MATURITY_DAYS)  # last day with mature labels
         test = [test_end - timedelta(days=i) for i in range(test_days - 1, -1, -1)]
         train_end = test[0] - timedelta(days=gap_days + 1)
         train = [train_end - timedelta(days=i) for i in range(train_days - 1, -1, -1)]
+        if first_day is not None:
+            warm = first_day + timedelta(days=HISTORY_DAYS)
+            train = [d for d in train if d >= warm]
+            if len(train) < min_train_days:
+                need = HISTORY_DAYS + min_train_days + gap_days + test_days + LABEL_MATURITY_DAYS
+                raise ValueError(f"not enough history to train at {last_day}: {(last_day - first_day).days + 1} days from "
+                                 f"{first_day}, need at least {need} ({HISTORY_DAYS} warm-up + {min_train_days} train + "
+                                 f"{gap_days} gap + {test_days} test + {LABEL_MATURITY_DAYS} label maturity)")
         return cls(train, test, pd.Timestamp(last_day) + pd.Timedelta(days=1))
 
 

@@ -1,0 +1,106 @@
+"""The scoring endpoint: one BentoML service, features from Feast's online store, the promoted
+model, the decision policy, the prediction log and Prometheus metrics.
+
+It imports :mod:`vigil` only (never dagster). The production model is picked up from the
+registry's promotion pointer without a restart: the swap is one attribute assignment, so a
+request in flight finishes on the model it started with.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Annotated
+
+import bentoml
+from pydantic import BaseModel, Field
+
+from vigil import config
+from vigil.contracts import DEFAULT_AMOUNT_CEILING
+from vigil.scoring import ModelUnavailable, Scorer
+
+log = logging.getLogger("vigil.serving")
+
+Amount = Annotated[float, Field(gt=0, le=DEFAULT_AMOUNT_CEILING, description="transaction amount, > 0")]
+Id = Annotated[int, Field(ge=0)]
+
+
+class Transaction(BaseModel):
+    transaction_id: Id
+    tx_datetime: datetime
+    customer_id: Id
+    terminal_id: Id
+    tx_amount: Amount
+
+
+class Score(BaseModel):
+    transaction_id: int
+    fraud_score: float
+    decision: str
+    reasons: list[str]
+    stale_features: list[str]
+    model_version: str
+    latency_ms: float
+
+
+SCORES = bentoml.metrics.Histogram(name="vigil_fraud_score", documentation="fraud scores served",
+                                   buckets=(0.01, 0.05, 0.1, 0.2, 0.5, 0.8, 0.95, 1.0))
+DECISIONS = bentoml.metrics.Counter(name="vigil_decisions", documentation="decisions served", labelnames=["decision"])
+STALE = bentoml.metrics.Counter(name="vigil_stale_features", documentation="requests scored with stale or missing features",
+                                labelnames=["view"])
+
+
+class ServiceUnavailable(bentoml.exceptions.BentoMLException):
+    error_code = 503
+
+
+@bentoml.service(
+    name="vigil_fraud",
+    workers=1,
+    threads=4,
+    traffic={"timeout": 10},
+    logging={"access": {"enabled": False}},
+)
+class FraudScorer:
+    def __init__(self) -> None:
+        self.scorer = Scorer(config.paths())
+        self.scorer.watch()
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.scorer.close()  # fsync and close the prediction log
+
+    def __is_ready__(self) -> bool:
+        return self.scorer.deployed is not None
+
+    def _score(self, txs: list[dict]) -> list[dict]:
+        try:
+            out = self.scorer.score(txs)
+        except ModelUnavailable as exc:
+            raise ServiceUnavailable(str(exc)) from exc
+        for r in out:
+            SCORES.observe(r["fraud_score"])
+            DECISIONS.labels(decision=r["decision"]).inc()
+            for view in r["stale_features"]:
+                STALE.labels(view=view).inc()
+        return out
+
+    @bentoml.api
+    def score(self, transaction_id: Id, tx_datetime: datetime, customer_id: Id, terminal_id: Id, tx_amount: Amount) -> Score:
+        """Score one transaction: approve, review or decline, with reason codes."""
+        tx = {"transaction_id": transaction_id, "tx_datetime": tx_datetime, "customer_id": customer_id,
+              "terminal_id": terminal_id, "tx_amount": tx_amount}
+        return Score(**self._score([tx])[0])
+
+    @bentoml.api
+    def score_batch(self, transactions: list[Transaction]) -> list[Score]:
+        """Score many transactions in one call (one Feast read, one model call)."""
+        if not transactions:
+            return []
+        return [Score(**r) for r in self._score([t.model_dump() for t in transactions])]
+
+    @bentoml.api
+    def model_info(self) -> dict:
+        """Which model is serving, since when, and the scorer's counters."""
+        d = self.scorer.deployed
+        return {"model_version": d.tag if d else None, "promoted_at": d.promoted_at if d else None, **self.scorer.counters}

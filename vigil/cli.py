@@ -1,0 +1,351 @@
+"""``vigil``: the command line. ``vigil demo`` runs the whole loop on the embedded defaults.
+
+The CLI drives Dagster through its own command line (``dagster asset materialize``,
+``dagster job execute``, ``dagster dev``) and BentoML through ``bentoml serve``, so the core
+package never imports either orchestration or serving code, and what the demo runs is exactly
+what the README tells a user to type.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+from vigil import config
+
+ROOT = Path(__file__).resolve().parents[1]
+DAILY_ASSETS = [
+    "raw_transactions", "label_feed", "validated_transactions", "validated_labels", "feature_snapshots",
+    "online_features", "prediction_log_daily", "drift_report", "live_performance_daily",
+]
+DEMO_MARKER = ".vigil-demo"
+PROGRESS = re.compile(r"(landed|validated|snapshots): \d+/\d+ days|STEP_FAILURE|RUN_FAILURE|Error|error:|Traceback|Materializ")
+
+
+def say(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(f"[vigil {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def environment(home: Path, start: date) -> dict:
+    env = dict(os.environ)
+    env.update({
+        "VIGIL_HOME": str(home),
+        "VIGIL_START_DATE": start.isoformat(),
+        "DAGSTER_HOME": str(home / "dagster"),
+        "BENTOML_HOME": str(home / "bentoml"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    })
+    return env
+
+
+def prepare_dagster_home(home: Path) -> None:
+    dh = home / "dagster"
+    dh.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ROOT / "dagster.yaml", dh / "dagster.yaml")
+
+
+def run_dagster(args: list[str], env: dict, log_file: Path, quiet: bool) -> None:
+    """Run a ``dagster`` CLI command to completion, echoing progress lines; raise on failure."""
+    cmd = [sys.executable, "-m", "dagster", *args, "-m", "pipelines.definitions", "-d", str(ROOT)]
+    with open(log_file, "a") as log:
+        log.write(f"$ {' '.join(cmd)}\n")
+        log.flush()
+        p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        tail: list[str] = []
+        for line in p.stdout:
+            log.write(line)
+            tail = (tail + [line.rstrip()])[-30:]
+            m = re.search(r"(landed|validated|snapshots): \d+/\d+ days", line)
+            if m:
+                say(f"  {m.group(0)}", quiet)
+        rc = p.wait()
+    if rc != 0:
+        raise SystemExit(f"dagster {' '.join(args[:2])} failed (exit {rc}); last lines:\n" + "\n".join(tail) + f"\nfull log: {log_file}")
+
+
+def free_port(preferred: int) -> int:
+    for port in [preferred] + [0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return s.getsockname()[1]
+            except OSError:
+                continue
+    raise RuntimeError("no free port")
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen, what: str, log_file: Path) -> None:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}; see {log_file}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{what} not ready at {url} after {timeout:.0f}s; see {log_file}")
+
+
+def start(cmd: list[str], env: dict, log_file: Path) -> subprocess.Popen:
+    log = open(log_file, "a")
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def parse_drift(spec: str | None):
+    from vigil.simulator import Drift
+
+    if not spec:
+        return []
+    out = []
+    for part in spec.split(","):
+        bits = part.split(":")
+        out.append(Drift(bits[0], int(bits[1]), float(bits[2]) if len(bits) > 2 else 0.05))
+    return out
+
+
+def demo(a: argparse.Namespace) -> dict:
+    t_start = time.perf_counter()
+    home = Path(a.home or os.environ.get("VIGIL_HOME", ".vigil")).resolve()
+    if home.exists() and any(home.iterdir()):
+        if not (home / DEMO_MARKER).exists():
+            raise SystemExit(f"{home} holds data that is not a previous demo's; pass --home to use another folder")
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    (home / DEMO_MARKER).write_text("created by vigil demo; removed by the next vigil demo\n")
+    os.environ["VIGIL_HOME"] = str(home)
+    start_day = date.fromisoformat(a.start_date)
+    env = environment(home, start_day)
+    os.environ.update({k: env[k] for k in ("VIGIL_START_DATE", "DAGSTER_HOME", "BENTOML_HOME")})
+    prepare_dagster_home(home)
+    logs = home / "logs"
+    logs.mkdir()
+    paths = config.paths(home)
+    timings: dict[str, float] = {}
+    q = False  # progress goes to stderr; --json keeps stdout machine-readable
+
+    def step(name: str, t0: float) -> None:
+        timings[name] = round(time.perf_counter() - t0, 2)
+
+    # 1. the source system
+    from vigil.simulator import simulate, write_landing
+
+    t0 = time.perf_counter()
+    say(f"simulating {a.days + 1} days: {a.customers} customers, {a.terminals} terminals (seed {a.seed})", q)
+    sim = simulate(a.customers, a.terminals, a.days + 1, start_day, a.seed, parse_drift(a.drift))
+    write_landing(sim, paths.landing)
+    last, replay_day = sim.day(a.days - 1), sim.day(a.days)
+    say(f"  {len(sim.transactions):,} transactions, fraud rate {sim.transactions['tx_fraud'].mean():.2%}, landing files in {paths.landing}", q)
+    step("simulate", t0)
+
+    # 2. the daily pipeline as one single-run backfill, then training
+    dlog = logs / "dagster-cli.log"
+    t0 = time.perf_counter()
+    say("feast apply (asset feast_registry)", q)
+    run_dagster(["asset", "materialize", "--select", "feast_registry"], env, dlog, q)
+    say(f"daily pipeline backfill {start_day}...{last} as a single run", q)
+    run_dagster(["asset", "materialize", "--select", ",".join(DAILY_ASSETS), "--partition-range", f"{start_day}...{last}"], env, dlog, q)
+    step("backfill", t0)
+    t0 = time.perf_counter()
+    say("retraining job: training set from Feast, model, evaluation gate, registration, promotion", q)
+    run_dagster(["job", "execute", "-j", "retraining"], env, dlog, q)
+    step("train_register_promote", t0)
+
+    from vigil import registry
+
+    prod = registry.current(paths)
+    if prod is None:
+        raise SystemExit(f"no model was promoted (evaluation gate failed?); see {dlog}")
+    info = registry.model_info(paths, prod["tag"])
+    say(f"  promoted {prod['tag']}: AUC {info['metadata']['metrics']['auc']:.3f}, "
+        f"AP {info['metadata']['metrics']['average_precision']:.3f}, CP@100 {info['metadata']['metrics']['card_precision_at_100']:.3f}", q)
+
+    # 3. Dagster (webserver + daemon) and the endpoint
+    t0 = time.perf_counter()
+    dport, sport = free_port(a.dagster_port), free_port(a.serving_port)
+    dagster = start([sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(dport)],
+                    env, logs / "dagster-dev.log")
+    server = start([sys.executable, "-m", "bentoml", "serve", "serving.service:FraudScorer", "--host", "127.0.0.1",
+                    "--port", str(sport), "--working-dir", str(ROOT)], env, logs / "serving.log")
+    procs = [server, dagster]
+    try:
+        serving_url, dagster_url = f"http://127.0.0.1:{sport}", f"http://127.0.0.1:{dport}"
+        say(f"starting endpoint at {serving_url} and Dagster at {dagster_url}", q)
+        wait_http(f"{serving_url}/readyz", 180, server, "BentoML endpoint", logs / "serving.log")
+        wait_http(f"{dagster_url}/server_info", 240, dagster, "Dagster webserver", logs / "dagster-dev.log")
+        step("start_services", t0)
+
+        # 4. live traffic: replay the next day through HTTP
+        from vigil import lake
+        from vigil.replay import replay, to_requests
+
+        t0 = time.perf_counter()
+        frame = lake.read_source(lake.find_source(paths.landing / "transactions", replay_day))
+        bodies = to_requests(frame)
+        say(f"replaying {replay_day} as HTTP traffic: {len(bodies):,} requests", q)
+        stats = replay(serving_url, bodies, concurrency=a.concurrency,
+                       progress=None if q else (lambda n, total: say(f"  {n:,}/{total:,} requests", q)))
+        rs = stats.summary()
+        say(f"  {rs['ok']:,} ok, {rs['client_errors']} 4xx, {rs['server_errors']} 5xx; p50 {rs['p50_ms']:.2f} ms, p99 {rs['p99_ms']:.2f} ms "
+            f"at {rs['rate_per_s']}/s", q)
+        step("replay", t0)
+
+        # 5. the daily pipeline for the replayed day: ingestion, features, prediction log, drift
+        t0 = time.perf_counter()
+        say(f"daily pipeline for {replay_day}: prediction log and Evidently drift report", q)
+        run_dagster(["asset", "materialize", "--select", ",".join(DAILY_ASSETS), "--partition", str(replay_day)], env, dlog, q)
+        step("monitor", t0)
+        drift_file = paths.monitoring / "drift" / f"{replay_day}.json"
+        drift = json.loads(drift_file.read_text()) if drift_file.exists() else {"dataset_drift": None}
+
+        summary = {
+            "model_version": prod["tag"],
+            "metrics": {k: info["metadata"]["metrics"][k] for k in ("auc", "average_precision", "card_precision_at_100")},
+            "training_window": info["metadata"]["lineage"],
+            "served_requests": rs["ok"],
+            "rejected_requests": rs["client_errors"],
+            "failed_requests": rs["server_errors"],
+            "serving_p50_ms": round(rs["p50_ms"], 3),
+            "serving_p99_ms": round(rs["p99_ms"], 3),
+            "drift_detected": drift.get("dataset_drift"),
+            "drift_share": drift.get("drift_share"),
+            "drift_report": drift.get("html"),
+            "urls": {"dagster": dagster_url, "serving": serving_url, "score": f"{serving_url}/score", "metrics": f"{serving_url}/metrics"},
+            "vigil_home": str(home),
+            "timings_s": timings,
+            "wall_seconds": round(time.perf_counter() - t_start, 1),
+        }
+        if a.json:
+            print(json.dumps(summary, indent=1, default=str))
+        else:
+            print_summary(summary)
+        if not a.once:
+            say("running; Ctrl-C stops Dagster and the endpoint", q)
+            try:
+                while all(p.poll() is None for p in procs):
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        return summary
+    finally:
+        for p in procs:
+            stop(p)
+
+
+def print_summary(s: dict) -> None:
+    m = s["metrics"]
+    lines = [
+        "",
+        "Vigil demo: the loop ran",
+        f"  model in production   {s['model_version']}",
+        f"  held-out week         AUC {m['auc']:.3f}   AP {m['average_precision']:.3f}   CP@100 {m['card_precision_at_100']:.3f}",
+        f"  served over HTTP      {s['served_requests']:,} requests   p50 {s['serving_p50_ms']:.2f} ms   p99 {s['serving_p99_ms']:.2f} ms"
+        f"   ({s['rejected_requests']} rejected, {s['failed_requests']} failed)",
+        f"  drift on served day   {s['drift_detected']} (share of drifted features {s['drift_share']})",
+        f"  drift report          {s['drift_report']}",
+        f"  Dagster UI            {s['urls']['dagster']}",
+        f"  scoring endpoint      {s['urls']['score']}   (metrics: {s['urls']['metrics']})",
+        f"  state                 {s['vigil_home']}",
+        f"  wall time             {s['wall_seconds']} s   {s['timings_s']}",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def quarantine(a: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from vigil import lake
+
+    paths = config.paths(a.home)
+    frame = lake.read_day(paths.quarantine, date.fromisoformat(a.date))
+    if frame is None:
+        raise SystemExit(f"no quarantine for {a.date} in {paths.quarantine}: that day was not validated")
+    if a.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    elif a.format == "json":
+        print(frame.to_json(orient="records", lines=True), end="")
+    else:
+        with pd.option_context("display.max_rows", 200, "display.width", 200):
+            print(frame if len(frame) else f"{a.date}: no quarantined rows")
+
+
+def simulate_cmd(a: argparse.Namespace) -> None:
+    from vigil.simulator import simulate, write_landing
+
+    sim = simulate(a.customers, a.terminals, a.days, a.start_date, a.seed, parse_drift(a.drift))
+    files = write_landing(sim, Path(a.out))
+    print(f"{len(sim.transactions):,} transactions, {len(sim.labels):,} fraud reports, {len(files)} files in {a.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="vigil", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("demo", help="simulate, backfill, train, promote, serve, replay a day, monitor")
+    d.add_argument("--days", type=int, default=90,
+                   help="days of history before the replayed day (default 90: 37 days of feature warm-up, "
+                        "3 weeks of training, a gap week, a test week, a week of label maturity)")
+    d.add_argument("--customers", type=int, default=5000)
+    d.add_argument("--terminals", type=int, default=10000)
+    d.add_argument("--seed", type=int, default=42)
+    d.add_argument("--start-date", default=config.DEFAULT_START_DATE)
+    d.add_argument("--drift", help="scenario:day[:intensity], e.g. concept:55:0.02 (comma-separated)")
+    d.add_argument("--home", help="state folder (default $VIGIL_HOME or ./.vigil); wiped if a previous demo's")
+    d.add_argument("--once", action="store_true", help="run to completion, stop what was started, exit")
+    d.add_argument("--json", action="store_true", help="print the summary as JSON")
+    d.add_argument("--dagster-port", type=int, default=3000)
+    d.add_argument("--serving-port", type=int, default=3001)
+    d.add_argument("--concurrency", type=int, default=4, help="parallel HTTP clients for the replay")
+    d.set_defaults(fn=demo)
+
+    s = sub.add_parser("simulate", help="write simulated landing files")
+    s.add_argument("--out", required=True)
+    s.add_argument("--days", type=int, default=183)
+    s.add_argument("--customers", type=int, default=5000)
+    s.add_argument("--terminals", type=int, default=10000)
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--start-date", default=config.DEFAULT_START_DATE)
+    s.add_argument("--drift")
+    s.set_defaults(fn=simulate_cmd)
+
+    qp = sub.add_parser("quarantine", help="show the rows rejected for a day, with reasons")
+    qp.add_argument("--date", required=True)
+    qp.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    qp.add_argument("--home")
+    qp.set_defaults(fn=quarantine)
+
+    a = p.parse_args(argv)
+    a.fn(a)
+
+
+if __name__ == "__main__":
+    main()
