@@ -34,7 +34,7 @@ def registered_model(context: dg.AssetExecutionContext, storage: VigilStorage, f
         "params": model.booster.params if hasattr(model.booster, "params") else {},
         "code_version": code_version(),
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dagster_run_id": context.run_id,
+        "dagster_run_id": context.run.run_id,
         "train_seconds": fraud_model["train_seconds"],
     }
     policy = DecisionPolicy.from_dict(fraud_model["policy"])
@@ -51,6 +51,6 @@ def registered_model(context: dg.AssetExecutionContext, storage: VigilStorage, f
 @dg.asset(group_name="deployment", kinds={"bentoml"})
 def production_model(context: dg.AssetExecutionContext, storage: VigilStorage, registered_model: dict) -> dict:
     """Promotion to production. Runs only after the blocking evaluation gate passed; logged."""
-    entry = registry.promote(storage.paths, registered_model["tag"], reason=f"evaluation gate passed in run {context.run_id}")
+    entry = registry.promote(storage.paths, registered_model["tag"], reason=f"evaluation gate passed in run {context.run.run_id}")
     context.add_output_metadata({"tag": entry["tag"], "previous": entry["previous"] or "none", "promoted_at": entry["at"]})
     return entry

@@ -58,7 +58,7 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingConfig, stor
     train, train_hashes = build_dataset(store, paths, w.train_days, w.as_of)
     test, test_hashes = build_dataset(store, paths, w.test_days, w.as_of)
     seconds = time.perf_counter() - t0
-    out = paths.models / "training_sets" / context.run_id
+    out = paths.models / "training_sets" / context.run.run_id
     out.mkdir(parents=True, exist_ok=True)
     train.to_parquet(out / "train.parquet", index=False)
     test.to_parquet(out / "test.parquet", index=False)

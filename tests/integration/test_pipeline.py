@@ -1,0 +1,93 @@
+"""The daily pipeline and the retraining job, materialized for real on a small simulated world."""
+
+from datetime import timedelta
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from vigil import lake, registry
+from vigil.training import labelled_transactions
+
+pytestmark = pytest.mark.integration
+
+
+def test_every_day_validated_and_snapshotted(pipeline_home):
+    paths, sim = pipeline_home["paths"], pipeline_home["sim"]
+    days = lake.available_days(paths.validated)
+    assert len(days) == 80 and days[-1] == pipeline_home["last_day"]
+    admitted = lake.read_days(paths.validated, days)
+    expected = sim.transactions[sim.transactions["tx_datetime"] < pd.Timestamp(pipeline_home["last_day"] + timedelta(days=1))]
+    assert len(admitted) == len(expected) and admitted["transaction_id"].is_unique
+    assert lake.read_days(paths.quarantine, days).empty
+    assert len(lake.available_days(paths.features / "customer")) == 80
+
+
+def test_asset_metadata_and_checks_recorded(pipeline_home):
+    instance = pipeline_home["instance"]
+    ev = instance.get_latest_materialization_event(dg.AssetKey("validated_transactions"))
+    meta = ev.asset_materialization.metadata
+    assert meta["quarantined"].value == 0 and meta["admitted"].value > 0
+    model_ev = instance.get_latest_materialization_event(dg.AssetKey("fraud_model"))
+    assert 0.5 < model_ev.asset_materialization.metadata["auc"].value <= 1.0
+    check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("fraud_model"), "evaluation_gate")])
+    assert list(check.values())[0].status.value == "SUCCEEDED"
+
+
+def test_promoted_model_carries_lineage(pipeline_home):
+    paths = pipeline_home["paths"]
+    prod = registry.current(paths)
+    info = registry.model_info(paths, prod["tag"])
+    lineage = info["metadata"]["lineage"]
+    assert lineage["feature_service"] == "fraud_features_v1"
+    for day, digest in lineage["partition_hashes"].items():
+        assert lake.content_hash(lake.read_day(paths.validated, pd.Timestamp(day).date())) == digest
+    assert set(info["metadata"]["metrics"]) >= {"auc", "average_precision", "card_precision_at_100"}
+    assert info["metadata"]["code_version"] and info["metadata"]["trained_at"]
+    assert registry.promotion_log(paths)[-1]["tag"] == prod["tag"]
+    # training started after the feature warm-up (30-day windows + 7-day label delay)
+    assert pd.Timestamp(lineage["train_days"][0]) >= pd.Timestamp("2025-04-01") + pd.Timedelta(days=37)
+
+
+def test_labels_not_yet_reported_never_reach_the_training_set(pipeline_home):
+    paths, sim = pipeline_home["paths"], pipeline_home["sim"]
+    days = [pd.Timestamp("2025-05-20").date() + timedelta(days=i) for i in range(7)]
+    as_of = pd.Timestamp("2025-05-29")  # 2-9 days after the transactions: some reports still pending
+    frame, _ = labelled_transactions(paths, days, as_of)
+    reports = sim.labels.set_index("transaction_id")["reported_at"]
+    positives = frame.loc[frame["label"] == 1, "transaction_id"]
+    assert len(positives) and (reports.loc[positives] < as_of).all()
+    truth = sim.transactions.set_index("transaction_id")["tx_fraud"]
+    in_days = sim.transactions["tx_datetime"].dt.date.isin(days)
+    late = [t for t in sim.transactions.loc[in_days, "transaction_id"] if truth[t] == 1 and reports[t] >= as_of]
+    assert late, "the example must contain frauds reported after the training time"
+    assert not frame.loc[frame["transaction_id"].isin(late), "label"].any()  # unknown at T: never a positive
+    # immature transactions (younger than 7 days at T) without a report are left out, not called genuine
+    assert (frame.loc[frame["label"] == 0, "tx_datetime"] <= as_of - pd.Timedelta(days=7)).all()
+
+
+def test_rerunning_a_partition_replaces_it(pipeline_home):
+    paths, defs, instance = pipeline_home["paths"], pipeline_home["defs"], pipeline_home["instance"]
+    day = "2025-04-10"
+    before = lake.read_day(paths.validated, pd.Timestamp(day).date())
+    res = dg.materialize([defs.get_assets_def("raw_transactions"), defs.get_assets_def("validated_transactions")],
+                         partition_key=day, instance=instance, resources=defs.resources)
+    assert res.success
+    after = lake.read_day(paths.validated, pd.Timestamp(day).date())
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_broken_upstream_day_blocks_with_a_named_error(home):
+    from vigil.simulator import Drift, simulate, write_landing
+    from pipelines.definitions import defs
+
+    sim = simulate(n_customers=100, n_terminals=200, n_days=3, start_date="2025-04-01", seed=1,
+                   drift=[Drift("upstream_breakage", 1, 0.1)])
+    write_landing(sim, home.landing)
+    assets = [defs.get_assets_def(k) for k in ("raw_transactions", "validated_transactions")]
+    ok = dg.materialize(assets, partition_key="2025-04-01", resources=defs.resources)
+    assert ok.success
+    with pytest.raises(Exception, match=r"2025-04-02\.parquet: required column\(s\) \['tx_amount'\] missing"):
+        dg.materialize(assets, partition_key="2025-04-02", resources=defs.resources)
+    assert lake.read_day(home.validated, pd.Timestamp("2025-04-02").date()) is None  # nothing partial written
