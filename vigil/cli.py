@@ -225,6 +225,16 @@ def demo(a: argparse.Namespace) -> dict:
         step("monitor", t0)
         drift_file = paths.monitoring / "drift" / f"{replay_day}.json"
         drift = json.loads(drift_file.read_text()) if drift_file.exists() else {"dataset_drift": None}
+        retraining = None
+        if drift.get("dataset_drift") and a.wait_retrain > 0:
+            t0 = time.perf_counter()
+            say(f"drift detected (share {drift['drift_share']:.2f}): waiting for the drift sensor's retraining run "
+                f"(Dagster daemon, up to {a.wait_retrain}s)", q)
+            retraining = wait_for_drift_run(dagster_url, a.wait_retrain, q)
+            if retraining and retraining["status"] == "SUCCESS":
+                retraining["model_version"] = registry.current(paths)["tag"]
+            say(f"  retraining run: {retraining}", q)
+            step("sensor_retraining", t0)
 
         summary = {
             "model_version": prod["tag"],
@@ -238,6 +248,7 @@ def demo(a: argparse.Namespace) -> dict:
             "drift_detected": drift.get("dataset_drift"),
             "drift_share": drift.get("drift_share"),
             "drift_report": drift.get("html"),
+            "retraining": retraining,
             "urls": {"dagster": dagster_url, "serving": serving_url, "score": f"{serving_url}/score", "metrics": f"{serving_url}/metrics"},
             "vigil_home": str(home),
             "timings_s": timings,
@@ -260,6 +271,33 @@ def demo(a: argparse.Namespace) -> dict:
             stop(p)
 
 
+RUNS_QUERY = """query($tag: String!) { runsOrError(filter: {tags: [{key: "vigil/trigger", value: $tag}]}) {
+  ... on Runs { results { runId status jobName tags { key value } } } } }"""
+
+
+def wait_for_drift_run(dagster_url: str, timeout: float, quiet: bool) -> dict | None:
+    """Poll Dagster's GraphQL API for the run the drift sensor launched, until it finishes."""
+    import httpx
+
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        try:
+            r = httpx.post(f"{dagster_url}/graphql", json={"query": RUNS_QUERY, "variables": {"tag": "drift"}}, timeout=10)
+            runs = r.json()["data"]["runsOrError"].get("results", [])
+        except (httpx.HTTPError, KeyError, ValueError):
+            runs = []
+        if runs:
+            run = runs[0]
+            if run["status"] != last:
+                say(f"  run {run['runId'][:8]} ({run['jobName']}): {run['status']}", quiet)
+                last = run["status"]
+            if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+                tags = {t["key"]: t["value"] for t in run["tags"]}
+                return {"run_id": run["runId"], "status": run["status"], "run_key": tags.get("dagster/run_key")}
+        time.sleep(3)
+    return {"status": "TIMEOUT", "waited_s": timeout}
+
+
 def print_summary(s: dict) -> None:
     m = s["metrics"]
     lines = [
@@ -271,6 +309,7 @@ def print_summary(s: dict) -> None:
         f"   ({s['rejected_requests']} rejected, {s['failed_requests']} failed)",
         f"  drift on served day   {s['drift_detected']} (share of drifted features {s['drift_share']})",
         f"  drift report          {s['drift_report']}",
+        f"  retraining on drift   {s['retraining']}",
         f"  Dagster UI            {s['urls']['dagster']}",
         f"  scoring endpoint      {s['urls']['score']}   (metrics: {s['urls']['metrics']})",
         f"  state                 {s['vigil_home']}",
@@ -325,6 +364,8 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--dagster-port", type=int, default=3000)
     d.add_argument("--serving-port", type=int, default=3001)
     d.add_argument("--concurrency", type=int, default=4, help="parallel HTTP clients for the replay")
+    d.add_argument("--wait-retrain", type=int, default=300,
+                   help="when drift is detected, seconds to wait for the sensor-launched retraining run (0: don't wait)")
     d.set_defaults(fn=demo)
 
     s = sub.add_parser("simulate", help="write simulated landing files")

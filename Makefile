@@ -1,0 +1,32 @@
+# The first two commands of the README. Both create the environment from the lock file first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: demo test unit bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q uv==0.13.9
+
+.venv/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --all-extras --python $(PYTHON)
+	touch $@
+
+demo: .venv/.synced  ## the main job on the embedded defaults (Ctrl-C stops it)
+	.venv/bin/vigil demo
+
+test: .venv/.synced  ## the whole test suite
+	.venv/bin/python -m pytest -q
+
+unit: .venv/.synced
+	.venv/bin/python -m pytest -q tests/unit
+
+bench: .venv/.synced
+	.venv/bin/python benchmarks/serving.py
+	.venv/bin/python benchmarks/pipeline.py
+
+clean:
+	rm -rf .venv $(TOOLS) .vigil

@@ -1,0 +1,124 @@
+"""Serving benchmark: p50/p99 of POST /score over loopback at a fixed request rate, beside bare
+``Booster.predict`` on the same rows and the in-process scorer (Feast read + model + policy + log),
+all in the same run so the ratios survive a noisy shared machine.
+
+    .venv/bin/python benchmarks/serving.py [--rate 200] [--requests 3000] [--home DIR]
+"""
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def pct(a):
+    a = np.asarray(a)
+    return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p99_ms": round(float(np.percentile(a, 99)), 3)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--home", default="")
+    ap.add_argument("--customers", type=int, default=2000)
+    a = ap.parse_args()
+    home = Path(a.home or tempfile.mkdtemp(prefix="vigil-bench-")) / "vigil"
+    from _world import START, build
+
+    t0 = time.perf_counter()
+    paths, _ = build(home, 80, a.customers, a.customers * 2)
+    print(f"world ready in {time.perf_counter() - t0:.0f}s at {home}", file=sys.stderr)
+
+    import httpx
+    import pandas as pd
+
+    from vigil import lake, registry
+    from vigil.replay import to_requests
+    from vigil.scoring import Scorer
+
+    day = START + pd.Timedelta(days=80).to_pytimedelta()
+    frame = lake.read_source(lake.find_source(paths.landing / "transactions", day))
+    bodies = to_requests(frame)
+    bodies = (bodies * (a.requests // len(bodies) + 1))[: a.requests]
+
+    # bare model on the same rows (features from the in-process scorer)
+    scorer = Scorer(paths, log_predictions=False)
+    reqs = [{**b, "tx_datetime": pd.Timestamp(b["tx_datetime"]).to_pydatetime()} for b in bodies[:1000]]
+    x = np.vstack([scorer.assemble([r])[0] for r in reqs])
+    model = scorer.deployed.model
+    booster_lat, scorer_lat = [], []
+    for i in range(len(x)):
+        s = time.perf_counter()
+        model.booster.predict(x[i : i + 1], num_threads=1)
+        booster_lat.append((time.perf_counter() - s) * 1000)
+    for r in reqs:
+        s = time.perf_counter()
+        scorer.score([r])
+        scorer_lat.append((time.perf_counter() - s) * 1000)
+    scorer.close()
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    env = dict(os.environ, VIGIL_HOME=str(paths.root), BENTOML_HOME=str(paths.bentoml_home), PYTHONPATH=str(ROOT))
+    log = open(paths.root / "bench-serving.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:FraudScorer", "--host", "127.0.0.1",
+                             "--port", str(port), "--working-dir", str(ROOT)], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        http_lat, errors = [], 0
+        with httpx.Client(base_url=url, timeout=5) as c:
+            for b in bodies[:200]:  # warm-up
+                c.post("/score", json=b)
+            start = time.perf_counter()
+            for i, b in enumerate(bodies):
+                due = start + i / a.rate
+                now = time.perf_counter()
+                if due > now:
+                    time.sleep(due - now)
+                s = time.perf_counter()
+                r = c.post("/score", json=b)
+                http_lat.append((time.perf_counter() - s) * 1000)
+                errors += r.status_code != 200
+            achieved = len(bodies) / (time.perf_counter() - start)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+    result = {
+        "machine": f"{platform.node()} {os.cpu_count()} cores {platform.processor() or platform.machine()}",
+        "command": "python benchmarks/serving.py " + " ".join(sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "rate_target": a.rate, "rate_achieved": round(achieved, 1), "requests": len(bodies), "errors": errors,
+        "http_score": pct(http_lat), "in_process_scorer": pct(scorer_lat), "bare_booster": pct(booster_lat),
+    }
+    result["ratio_http_p50_to_booster_p50"] = round(result["http_score"]["p50_ms"] / result["bare_booster"]["p50_ms"], 1)
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "serving.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
