@@ -27,8 +27,8 @@ def build(home: Path, days: int, customers: int, terminals: int, seed: int = 42,
     dg.materialize([defs.get_assets_def("feast_registry")], instance=instance, resources=defs.resources)
     if train:
         last = START + timedelta(days=days - 1)
-        r = defs.get_job_def("daily_pipeline").execute_in_process(instance=instance, tags={
+        r = defs.resolve_job_def("daily_pipeline").execute_in_process(instance=instance, tags={
             "dagster/asset_partition_range_start": START.isoformat(), "dagster/asset_partition_range_end": last.isoformat()})
         assert r.success
-        assert defs.get_job_def("retraining").execute_in_process(instance=instance).success
+        assert defs.resolve_job_def("retraining").execute_in_process(instance=instance).success
     return paths, (defs, instance, sim)

@@ -28,7 +28,7 @@ def main():
     from _world import START, build
 
     paths, (defs, instance, sim) = build(home, a.days, a.customers, a.customers * 2, train=False)
-    job = defs.get_job_def("daily_pipeline")
+    job = defs.resolve_job_def("daily_pipeline")
     per_day_rows = len(sim.transactions) / (a.days + 1)
 
     first = a.days - 10

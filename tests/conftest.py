@@ -56,12 +56,12 @@ def pipeline_home(tmp_path_factory):
     instance = dg.DagsterInstance.ephemeral()
     dg.materialize([defs.get_assets_def("feast_registry")], instance=instance, resources=defs.resources)
     last = START + timedelta(days=HISTORY - 1)
-    result = defs.get_job_def("daily_pipeline").execute_in_process(
+    result = defs.resolve_job_def("daily_pipeline").execute_in_process(
         instance=instance,
         tags={"dagster/asset_partition_range_start": START.isoformat(), "dagster/asset_partition_range_end": last.isoformat()},
     )
     assert result.success
-    retrain = defs.get_job_def("retraining").execute_in_process(instance=instance)
+    retrain = defs.resolve_job_def("retraining").execute_in_process(instance=instance)
     assert retrain.success
     yield {"paths": paths, "sim": sim, "instance": instance, "defs": defs, "last_day": last, "replay_day": START + timedelta(days=HISTORY)}
     for k, v in old.items():

@@ -28,12 +28,15 @@ def feature_refs() -> list[str]:
 
 def definitions(paths: config.Paths) -> list:
     from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+    from feast.data_format import ParquetFormat
     from feast.types import Float64, Int64
 
     customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64)
     terminal = Entity(name="terminal", join_keys=["terminal_id"], value_type=ValueType.INT64)
-    customer_src = FileSource(name="customer_snapshots", path=str(paths.features / "customer"), timestamp_field="event_timestamp")
-    terminal_src = FileSource(name="terminal_snapshots", path=str(paths.features / "terminal"), timestamp_field="event_timestamp")
+    customer_src = FileSource(name="customer_snapshots", path=str(paths.features / "customer"),
+                              file_format=ParquetFormat(), timestamp_field="event_timestamp")
+    terminal_src = FileSource(name="terminal_snapshots", path=str(paths.features / "terminal"),
+                              file_format=ParquetFormat(), timestamp_field="event_timestamp")
     customer_view = FeatureView(
         name=CUSTOMER_VIEW,
         entities=[customer],

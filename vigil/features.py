@@ -73,7 +73,7 @@ def customer_snapshot(tx: pd.DataFrame, day: date) -> pd.DataFrame:
     out = out.reindex(columns=CUSTOMER_FEATURES).fillna(0.0).astype("float64")
     out = out.reset_index()
     out["customer_id"] = out["customer_id"].astype("int64")
-    out["event_timestamp"] = as_of.tz_localize("UTC")
+    out["event_timestamp"] = pd.Series(as_of.tz_localize("UTC"), index=out.index).astype("datetime64[us, UTC]")
     out[CUSTOMER_ASOF] = np.int64(as_of.timestamp())
     return out
 
@@ -98,7 +98,7 @@ def terminal_snapshot(tx: pd.DataFrame, labels: pd.DataFrame, day: date) -> pd.D
     out = out.reindex(columns=TERMINAL_FEATURES).fillna(0.0).astype("float64")
     out = out.reset_index()
     out["terminal_id"] = out["terminal_id"].astype("int64")
-    out["event_timestamp"] = as_of.tz_localize("UTC")
+    out["event_timestamp"] = pd.Series(as_of.tz_localize("UTC"), index=out.index).astype("datetime64[us, UTC]")
     out[TERMINAL_ASOF] = np.int64(as_of.timestamp())
     return out
 

@@ -22,20 +22,30 @@ POINTER = "production.json"
 LOG = "promotions.jsonl"
 
 
-def _bentoml(paths: Paths):
-    os.environ["BENTOML_HOME"] = str(paths.bentoml_home)
-    import bentoml
+_STORES: dict[str, object] = {}
 
-    return bentoml
+
+def _bentoml(paths: Paths):
+    """bentoml plus the model store under ``paths`` (BentoML's own store is fixed per process,
+    at first use; Vigil passes its store explicitly so one process can serve several homes)."""
+    os.environ.setdefault("BENTOML_HOME", str(paths.bentoml_home))
+    import bentoml
+    from bentoml._internal.models import ModelStore
+
+    key = str(paths.bentoml_home)
+    if key not in _STORES:
+        (paths.bentoml_home / "models").mkdir(parents=True, exist_ok=True)
+        _STORES[key] = ModelStore(str(paths.bentoml_home / "models"))
+    return bentoml, _STORES[key]
 
 
 def register(paths: Paths, model: FraudModel, policy: DecisionPolicy, metadata: dict, labels: dict | None = None,
              extra_files: list[Path] | None = None) -> str:
     """Save a model version (plus ``extra_files``, e.g. the drift reference) into the store with
     its lineage metadata; returns the tag."""
-    bentoml = _bentoml(paths)
+    bentoml, store = _bentoml(paths)
     meta = {**metadata, "policy": policy.to_dict(), "features": model.features}
-    with bentoml.models.create(MODEL_NAME, labels=labels or {}, metadata=meta, module="vigil.model") as m:
+    with bentoml.models.create(MODEL_NAME, labels=labels or {}, metadata=meta, module="vigil.model", _model_store=store) as m:
         model.save(Path(m.path))
         for f in extra_files or []:
             shutil.copyfile(f, Path(m.path) / Path(f).name)
@@ -43,15 +53,18 @@ def register(paths: Paths, model: FraudModel, policy: DecisionPolicy, metadata: 
 
 
 def list_versions(paths: Paths) -> list[dict]:
-    bentoml = _bentoml(paths)
-    out = [{"tag": str(m.tag), "created": m.info.creation_time.isoformat(), "labels": dict(m.info.labels)}
-           for m in bentoml.models.list(MODEL_NAME)]
+    bentoml, store = _bentoml(paths)
+    try:
+        models = bentoml.models.list(MODEL_NAME, _model_store=store)
+    except bentoml.exceptions.NotFound:
+        return []
+    out = [{"tag": str(m.tag), "created": m.info.creation_time.isoformat(), "labels": dict(m.info.labels)} for m in models]
     return sorted(out, key=lambda r: r["created"])
 
 
 def model_info(paths: Paths, tag: str) -> dict:
-    bentoml = _bentoml(paths)
-    m = bentoml.models.get(tag)
+    bentoml, store = _bentoml(paths)
+    m = bentoml.models.get(tag, _model_store=store)
     return {"tag": str(m.tag), "path": m.path, "metadata": dict(m.info.metadata), "labels": dict(m.info.labels)}
 
 
