@@ -1,12 +1,15 @@
 """Feedback: served predictions joined with the fraud reports that have arrived since."""
 
 
+from datetime import timedelta
+
 import dagster as dg
 import pandas as pd
 
 from assets.common import DAILY, SINGLE_RUN, days_of, md_table
 from resources import VigilStorage
 from vigil import lake
+from vigil.config import LABEL_MATURITY_DAYS
 from vigil.monitoring import live_performance
 
 
@@ -15,9 +18,10 @@ from vigil.monitoring import live_performance
 def live_performance_daily(context: dg.AssetExecutionContext, storage: VigilStorage) -> dg.MaterializeResult:
     """How the served model did on each day, with the labels known now (re-run as labels mature)."""
     paths = storage.paths
-    labels = lake.read_days(paths.labels, lake.available_days(paths.labels))
     rows = []
     for day in days_of(context):
+        # reports for a day's transactions arrive within the maturity window: read only those days
+        labels = lake.read_days(paths.labels, [day + timedelta(days=i) for i in range(LABEL_MATURITY_DAYS + 1)])
         served = lake.read_day(paths.lake / "predictions", day)
         perf = live_performance(served if served is not None else pd.DataFrame(), labels)
         rows.append({"day": str(day), **perf})
