@@ -86,7 +86,7 @@ class FraudScorer:
         return out
 
     @bentoml.api
-    def score(self, transaction_id: Id, tx_datetime: datetime, customer_id: Id, terminal_id: Id, tx_amount: Amount) -> Score:
+    async def score(self, transaction_id: Id, tx_datetime: datetime, customer_id: Id, terminal_id: Id, tx_amount: Amount) -> Score:
         """Score one transaction: approve, review or decline, with reason codes."""
         tx = {"transaction_id": transaction_id, "tx_datetime": tx_datetime, "customer_id": customer_id,
               "terminal_id": terminal_id, "tx_amount": tx_amount}
