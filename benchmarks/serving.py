@@ -9,7 +9,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
@@ -126,8 +125,9 @@ def main():
             writer.kill()
             writer.wait()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+        from vigil.cli import stop
+
+        stop(proc)
 
     result = {
         "machine": f"{platform.node()} {os.cpu_count()} cores {platform.processor() or platform.machine()}",

@@ -5,7 +5,7 @@ resources for the active profile (``VIGIL_PROFILE``)."""
 import dagster as dg
 
 from assets import deployment, feedback, features, ingestion, monitoring, training, validation
-from pipelines.sensors import make_drift_sensor
+from pipelines.sensors import make_drift_sensor, make_landing_sensor
 from resources import resources_for_profile
 
 ALL_ASSETS = dg.load_assets_from_modules([ingestion, validation, features, training, deployment, monitoring, feedback])
@@ -35,7 +35,7 @@ defs = dg.Definitions(
     assets=ALL_ASSETS,
     jobs=[daily_pipeline, retraining],
     schedules=[daily_schedule],
-    sensors=[make_drift_sensor(retraining)],
+    sensors=[make_drift_sensor(retraining), make_landing_sensor(daily_pipeline)],
     resources=resources_for_profile(),
     executor=dg.in_process_executor,  # also for ad-hoc `dagster asset materialize` runs
 )

@@ -84,19 +84,20 @@ def server(pipeline_home):
                              "--port", str(port), "--working-dir", str(ROOT)], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        assert proc.poll() is None, (pipeline_home["paths"].root / "serving-test.log").read_text()[-3000:]
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
-        raise RuntimeError("server not ready in 120 s")
-    yield url
-    import signal
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert proc.poll() is None, (pipeline_home["paths"].root / "serving-test.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("server not ready in 120 s: " + (pipeline_home["paths"].root / "serving-test.log").read_text()[-3000:])
+        yield url
+    finally:
+        from vigil.cli import stop
 
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(30)
+        stop(proc)

@@ -107,17 +107,29 @@ def start(cmd: list[str], env: dict, log_file: Path) -> subprocess.Popen:
 
 
 def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
-    if proc.poll() is not None:
-        return
+    """Stop a server and everything it spawned (BentoML's workers run in sessions of their own)."""
+    import psutil
+
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout)
-    except (subprocess.TimeoutExpired, ProcessLookupError):
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    if proc.poll() is None:
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    _, alive = psutil.wait_procs(family, timeout=5)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
             pass
-        proc.wait()
 
 
 def parse_drift(spec: str | None):
@@ -132,8 +144,13 @@ def parse_drift(spec: str | None):
     return out
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def demo(a: argparse.Namespace) -> dict:
     t_start = time.perf_counter()
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated demo still stops what it started
     home = Path(a.home or os.environ.get("VIGIL_HOME", ".vigil")).resolve()
     if home.exists() and any(home.iterdir()):
         if not (home / DEMO_MARKER).exists():
@@ -161,7 +178,7 @@ def demo(a: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     say(f"simulating {a.days + 1} days: {a.customers} customers, {a.terminals} terminals (seed {a.seed})", q)
     sim = simulate(a.customers, a.terminals, a.days + 1, start_day, a.seed, parse_drift(a.drift))
-    write_landing(sim, paths.landing)
+    write_landing(sim, paths.landing, days=range(a.days))  # the replayed day's file arrives after its traffic
     last, replay_day = sim.day(a.days - 1), sim.day(a.days)
     say(f"  {len(sim.transactions):,} transactions, fraud rate {sim.transactions['tx_fraud'].mean():.2%}, landing files in {paths.landing}", q)
     step("simulate", t0)
@@ -218,10 +235,14 @@ def demo(a: argparse.Namespace) -> dict:
             f"at {rs['rate_per_s']}/s", q)
         step("replay", t0)
 
-        # 5. the daily pipeline for the replayed day: ingestion, features, prediction log, drift
+        # 5. the day's batch file arrives; Dagster's landing sensor launches the daily pipeline for it
+        #    (ingestion, features, prediction log, Evidently drift report), unattended
         t0 = time.perf_counter()
-        say(f"daily pipeline for {replay_day}: prediction log and Evidently drift report", q)
-        run_dagster(["asset", "materialize", "--select", ",".join(DAILY_ASSETS), "--partition", str(replay_day)], env, dlog, q)
+        write_landing(sim, paths.landing, days=range(a.days, a.days + 1), labels=False)
+        say(f"{replay_day}'s transaction file delivered to the landing zone; waiting for the landing sensor's run", q)
+        daily = wait_for_run(dagster_url, {"vigil/trigger": "landing", "dagster/partition": str(replay_day)}, a.wait_run, q)
+        if daily["status"] != "SUCCESS":
+            raise SystemExit(f"daily pipeline run for {replay_day}: {daily}; see the Dagster UI at {dagster_url}")
         step("monitor", t0)
         drift_file = paths.monitoring / "drift" / f"{replay_day}.json"
         drift = json.loads(drift_file.read_text()) if drift_file.exists() else {"dataset_drift": None}
@@ -230,7 +251,7 @@ def demo(a: argparse.Namespace) -> dict:
             t0 = time.perf_counter()
             say(f"drift detected (share {drift['drift_share']:.2f}): waiting for the drift sensor's retraining run "
                 f"(Dagster daemon, up to {a.wait_retrain}s)", q)
-            retraining = wait_for_drift_run(dagster_url, a.wait_retrain, q)
+            retraining = wait_for_run(dagster_url, {"vigil/trigger": "drift"}, a.wait_retrain, q)
             if retraining and retraining["status"] == "SUCCESS":
                 retraining["model_version"] = registry.current(paths)["tag"]
             say(f"  retraining run: {retraining}", q)
@@ -271,18 +292,19 @@ def demo(a: argparse.Namespace) -> dict:
             stop(p)
 
 
-RUNS_QUERY = """query($tag: String!) { runsOrError(filter: {tags: [{key: "vigil/trigger", value: $tag}]}) {
+RUNS_QUERY = """query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {
   ... on Runs { results { runId status jobName tags { key value } } } } }"""
 
 
-def wait_for_drift_run(dagster_url: str, timeout: float, quiet: bool) -> dict | None:
-    """Poll Dagster's GraphQL API for the run the drift sensor launched, until it finishes."""
+def wait_for_run(dagster_url: str, tags: dict, timeout: float, quiet: bool) -> dict:
+    """Poll Dagster's GraphQL API for the newest run carrying ``tags`` until it finishes."""
     import httpx
 
     deadline, last = time.time() + timeout, None
+    variables = {"tags": [{"key": k, "value": v} for k, v in tags.items()]}
     while time.time() < deadline:
         try:
-            r = httpx.post(f"{dagster_url}/graphql", json={"query": RUNS_QUERY, "variables": {"tag": "drift"}}, timeout=10)
+            r = httpx.post(f"{dagster_url}/graphql", json={"query": RUNS_QUERY, "variables": variables}, timeout=10)
             runs = r.json()["data"]["runsOrError"].get("results", [])
         except (httpx.HTTPError, KeyError, ValueError):
             runs = []
@@ -364,6 +386,8 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--dagster-port", type=int, default=3000)
     d.add_argument("--serving-port", type=int, default=3001)
     d.add_argument("--concurrency", type=int, default=4, help="parallel HTTP clients for the replay")
+    d.add_argument("--wait-run", type=int, default=300,
+                   help="seconds to wait for the landing sensor's run of the replayed day")
     d.add_argument("--wait-retrain", type=int, default=300,
                    help="when drift is detected, seconds to wait for the sensor-launched retraining run (0: don't wait)")
     d.set_defaults(fn=demo)

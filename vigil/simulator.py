@@ -228,7 +228,7 @@ def _finish(rng: np.random.Generator, tx: pd.DataFrame, start: date, n_days: int
     return Simulation(tx, labels, start, n_days, drift)
 
 
-def write_landing(sim: Simulation, landing: Path, days: range | None = None) -> list[Path]:
+def write_landing(sim: Simulation, landing: Path, days: range | None = None, labels: bool = True) -> list[Path]:
     """Write one transactions file per day and the label feed by report day (Parquet).
 
     Only the source columns are written: the ground truth stays out of the landing zone, as it
@@ -251,6 +251,8 @@ def write_landing(sim: Simulation, landing: Path, days: range | None = None) -> 
         path = landing / "transactions" / f"{sim.day(i).isoformat()}.parquet"
         frame.to_parquet(path, index=False)
         written.append(path)
+    if not labels:
+        return written
     lab_day = (sim.labels["reported_at"] - pd.Timestamp(sim.start_date)).dt.days.to_numpy()
     lo, hi = min(days, default=0), max(days, default=-1)
     for i in sorted(set(lab_day[(lab_day >= lo)].tolist())):
