@@ -69,7 +69,7 @@ def main():
     import httpx
     import pandas as pd
 
-    from vigil import lake, registry
+    from vigil import lake
     from vigil.replay import to_requests
     from vigil.scoring import Scorer
 

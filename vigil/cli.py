@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 from vigil import config
@@ -173,7 +173,7 @@ def demo(a: argparse.Namespace) -> dict:
         timings[name] = round(time.perf_counter() - t0, 2)
 
     # 1. the source system
-    from vigil.simulator import simulate, write_landing
+    from vigil.simulator import TX_COLUMNS, simulate, write_landing
 
     t0 = time.perf_counter()
     say(f"simulating {a.days + 1} days: {a.customers} customers, {a.terminals} terminals (seed {a.seed})", q)
@@ -221,11 +221,11 @@ def demo(a: argparse.Namespace) -> dict:
         step("start_services", t0)
 
         # 4. live traffic: replay the next day through HTTP
-        from vigil import lake
         from vigil.replay import replay, to_requests
 
         t0 = time.perf_counter()
-        frame = lake.read_source(lake.find_source(paths.landing / "transactions", replay_day))
+        tx = sim.transactions  # the day's traffic, before the day's batch file exists
+        frame = tx.loc[tx["tx_datetime"].dt.date == replay_day, TX_COLUMNS]
         bodies = to_requests(frame)
         say(f"replaying {replay_day} as HTTP traffic: {len(bodies):,} requests", q)
         stats = replay(serving_url, bodies, concurrency=a.concurrency,
