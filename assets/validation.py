@@ -68,10 +68,11 @@ def validated_transactions(context: dg.AssetExecutionContext, config: Validation
     group_name="validation",
     partitions_def=DAILY,
     backfill_policy=SINGLE_RUN,
-    deps=["label_feed"],
+    deps=["label_feed", "validated_transactions"],
     kinds={"pandera", "parquet"},
     check_specs=[dg.AssetCheckSpec(LABEL_CONTRACT, asset="validated_labels", blocking=True,
-                                   description="no label report is rejected by the label contract")],
+                                   description="no fraud report is rejected: well formed, refers to a known "
+                                               "transaction, not made before it")],
 )
 def validated_labels(context: dg.AssetExecutionContext, storage: VigilStorage):
     """Fraud reports that pass the label contract."""

@@ -8,6 +8,7 @@ Reason codes are ``<column>:<rule>``, e.g. ``tx_amount:greater_than(0)`` or
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -106,8 +107,16 @@ def _coerce(frame: pd.DataFrame, required: dict[str, str]) -> tuple[pd.DataFrame
     return out, bad
 
 
-def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, required: dict[str, str], source_file: str = "") -> ValidationResult:
-    """Split ``frame`` into admitted rows (typed) and quarantined rows (with reasons)."""
+RowRule = Callable[[pd.DataFrame], dict[int, list[str]]]
+
+
+def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, required: dict[str, str], source_file: str = "",
+             row_rules: list[RowRule] = ()) -> ValidationResult:
+    """Split ``frame`` into admitted rows (typed) and quarantined rows (with reasons).
+
+    ``row_rules`` are extra checks that need context beyond the batch (e.g. other partitions);
+    each gets the coerced frame and returns reason codes by row position.
+    """
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise ContractError(
@@ -133,6 +142,10 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, required: dict[str
             lst = reasons.setdefault(int(idx), [])
             if code not in lst:
                 lst.append(code)
+    for rule in row_rules:
+        for i, codes in rule(coerced).items():
+            lst = reasons.setdefault(int(i), [])
+            lst.extend(c for c in codes if c not in lst)
     bad_rows = np.array(sorted(reasons), dtype=np.int64)
     mask = np.zeros(len(frame), dtype=bool)
     mask[bad_rows] = True
@@ -156,6 +169,26 @@ def validate_transactions(frame: pd.DataFrame, day: date, source_file: str = "",
     return validate(frame, transaction_schema(day, now, amount_ceiling), TX_REQUIRED, source_file)
 
 
-def validate_labels(frame: pd.DataFrame, source_file: str = "") -> ValidationResult:
-    return validate(frame, label_schema(), LABEL_REQUIRED, source_file)
+def validate_labels(frame: pd.DataFrame, source_file: str = "", known: pd.DataFrame | None = None) -> ValidationResult:
+    """``known``: the validated transactions a report may refer to (transaction_id, tx_datetime)."""
+    rules = [known_transaction_rule(known)] if known is not None else []
+    return validate(frame, label_schema(), LABEL_REQUIRED, source_file, rules)
+
+
+def known_transaction_rule(known: pd.DataFrame) -> RowRule:
+    """A report must refer to a known transaction, and cannot be made before it."""
+    when = known.drop_duplicates("transaction_id").set_index("transaction_id")["tx_datetime"]
+
+    def rule(labels: pd.DataFrame) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        ids = labels["transaction_id"]
+        tx_time = ids.map(when)
+        for i in np.flatnonzero((ids.notna() & tx_time.isna()).to_numpy()):
+            out[int(i)] = ["transaction_id:unknown_transaction"]
+        early = (labels["reported_at"] < tx_time).fillna(False).to_numpy()
+        for i in np.flatnonzero(early):
+            out.setdefault(int(i), []).append("reported_at:before_transaction")
+        return out
+
+    return rule
 

@@ -8,13 +8,13 @@ A day is all-or-nothing: a file that cannot be read or lacks a required column r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
 from vigil import lake
-from vigil.config import Paths
+from vigil.config import LABEL_MATURITY_DAYS, Paths
 from vigil.contracts import ContractError, ValidationResult, validate_labels, validate_transactions
 
 EMPTY_LABELS = {"transaction_id": "int64", "tx_fraud": "int64", "reported_at": "datetime64[ns]"}
@@ -90,7 +90,12 @@ def validate_labels_day(paths: Paths, day: date) -> Validated:
     if raw is None:
         raise ContractError(f"raw labels for {day} are missing: materialize label_feed first")
     src = str(raw["source_file"].iloc[0]) if len(raw) else ""
-    result = validate_labels(raw.drop(columns="source_file"), source_file=src)
+    # reports arrive within the maturity window: they may refer to transactions of these days
+    days = [day - timedelta(days=i) for i in range(LABEL_MATURITY_DAYS + 1, -1, -1)]
+    known = lake.read_days(paths.validated, days, ["transaction_id", "tx_datetime"])
+    if known.empty:
+        known = pd.DataFrame({"transaction_id": pd.Series([], dtype="int64"), "tx_datetime": pd.Series([], dtype="datetime64[ns]")})
+    result = validate_labels(raw.drop(columns="source_file"), source_file=src, known=known)
     lake.write_day(paths.labels, day, result.admitted)
     lake.write_day(paths.quarantine / "labels", day, result.quarantined)
     return Validated(day, result, lake.content_hash(result.admitted))

@@ -20,6 +20,10 @@ def test_every_day_validated_and_snapshotted(pipeline_home):
     expected = sim.transactions[sim.transactions["tx_datetime"] < pd.Timestamp(pipeline_home["last_day"] + timedelta(days=1))]
     assert len(admitted) == len(expected) and admitted["transaction_id"].is_unique
     assert lake.read_days(paths.quarantine, days).empty
+    # every fraud report refers to a known, earlier transaction: none quarantined, none lost
+    assert lake.read_days(paths.quarantine / "labels", days).empty
+    reported = lake.read_days(paths.labels, days)
+    assert len(reported) == int((sim.labels["reported_at"] < pd.Timestamp(pipeline_home["last_day"] + timedelta(days=1))).sum())
     assert len(lake.available_days(paths.features / "customer")) == 80
 
 

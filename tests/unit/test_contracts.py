@@ -65,3 +65,13 @@ def test_labels_contract():
     r = validate_labels(frame)
     assert len(r.admitted) == 1
     assert sorted(r.quarantined["reasons"]) == ["reported_at:not_nullable", "tx_fraud:isin([0, 1])"]
+
+
+def test_labels_must_refer_to_known_transactions_and_follow_them():
+    known = pd.DataFrame({"transaction_id": [1, 2], "tx_datetime": pd.to_datetime(["2025-04-01 10:00", "2025-04-01 12:00"])})
+    frame = pd.DataFrame({"transaction_id": [1, 2, 99],
+                          "tx_fraud": [1, 1, 1],
+                          "reported_at": ["2025-04-02 09:00", "2025-04-01 11:00", "2025-04-02 09:00"]})
+    r = validate_labels(frame, known=known)
+    assert r.admitted["transaction_id"].tolist() == [1]
+    assert r.quarantined["reasons"].tolist() == ["reported_at:before_transaction", "transaction_id:unknown_transaction"]
