@@ -165,8 +165,22 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, required: dict[str
 
 
 def validate_transactions(frame: pd.DataFrame, day: date, source_file: str = "", now: datetime | None = None,
-                          amount_ceiling: float = DEFAULT_AMOUNT_CEILING) -> ValidationResult:
-    return validate(frame, transaction_schema(day, now, amount_ceiling), TX_REQUIRED, source_file)
+                          amount_ceiling: float = DEFAULT_AMOUNT_CEILING,
+                          seen_ids: pd.Series | None = None) -> ValidationResult:
+    """``seen_ids``: transaction ids already admitted on earlier days (cross-partition uniqueness)."""
+    rules = [seen_before_rule(seen_ids)] if seen_ids is not None and len(seen_ids) else []
+    return validate(frame, transaction_schema(day, now, amount_ceiling), TX_REQUIRED, source_file, rules)
+
+
+def seen_before_rule(seen_ids: pd.Series) -> RowRule:
+    """A transaction id admitted on an earlier day may not be admitted again."""
+    seen = pd.Index(seen_ids.unique())
+
+    def rule(frame: pd.DataFrame) -> dict[int, list[str]]:
+        dup = frame["transaction_id"].isin(seen).to_numpy()
+        return {int(i): ["transaction_id:duplicate_across_days"] for i in np.flatnonzero(dup)}
+
+    return rule
 
 
 def validate_labels(frame: pd.DataFrame, source_file: str = "", known: pd.DataFrame | None = None) -> ValidationResult:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from vigil import lake
 from vigil.config import LABEL_MATURITY_DAYS, Paths
+from vigil.features import HISTORY_DAYS
 from vigil.contracts import ContractError, ValidationResult, validate_labels, validate_transactions
 
 EMPTY_LABELS = {"transaction_id": "int64", "tx_fraud": "int64", "reported_at": "datetime64[ns]"}
@@ -79,7 +80,11 @@ def validate_transactions_day(paths: Paths, day: date, now: datetime | None = No
     if raw is None:
         raise ContractError(f"raw transactions for {day} are missing: materialize raw_transactions first")
     src = str(raw["source_file"].iloc[0]) if len(raw) else ""
-    result = validate_transactions(raw.drop(columns="source_file"), day, source_file=src, now=now)
+    # ids admitted on the previous days of the feature history (bounded so a day's cost stays flat)
+    earlier = [day - timedelta(days=i) for i in range(HISTORY_DAYS, 0, -1)]
+    seen = lake.read_days(paths.validated, earlier, ["transaction_id"])
+    result = validate_transactions(raw.drop(columns="source_file"), day, source_file=src, now=now,
+                                   seen_ids=seen["transaction_id"] if len(seen) else None)
     lake.write_day(paths.validated, day, result.admitted)
     lake.write_day(paths.quarantine, day, result.quarantined)
     return Validated(day, result, lake.content_hash(result.admitted))

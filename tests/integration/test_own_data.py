@@ -26,6 +26,7 @@ def test_own_csv_files_through_the_daily_pipeline(home):
                          "customer_id": i % 7, "terminal_id": i % 5, "tx_amount": f"{10 + i}.50", "merchant": "shop"})
     frame = pd.DataFrame(rows)
     frame.loc[3, "tx_amount"] = "-4"  # one bad row: must be quarantined, not lost
+    frame.loc[60, "transaction_id"] = 1000  # day 2 re-sends an id admitted on day 1
     for day, part in frame.groupby(frame["tx_datetime"].str[:10]):
         part.to_csv(tx_dir / f"{day}.csv", index=False)
     pd.DataFrame({"transaction_id": [1001], "tx_fraud": [1], "reported_at": ["2025-04-02T10:00:00Z"]}).to_csv(
@@ -44,7 +45,9 @@ def test_own_csv_files_through_the_daily_pipeline(home):
     labels = lake.read_day(home.labels, pd.Timestamp("2025-04-02").date())
     assert labels["transaction_id"].tolist() == [1001]
     cust = lake.read_day(home.features / "customer", pd.Timestamp("2025-04-02").date())
-    assert cust["customer_nb_tx_1d"].sum() == 50  # all of day 2's admitted rows
+    assert cust["customer_nb_tx_1d"].sum() == 49  # all of day 2's admitted rows
+    q2 = lake.read_day(home.quarantine, pd.Timestamp("2025-04-02").date())
+    assert q2["reasons"].tolist() == ["transaction_id:duplicate_across_days"] and q2["source_row"].tolist() == [11]
 
     out = subprocess.run([sys.executable, "-m", "vigil.cli", "quarantine", "--date", "2025-04-01", "--format", "json",
                           "--home", str(home.root)], capture_output=True, text=True, check=True)

@@ -75,3 +75,11 @@ def test_labels_must_refer_to_known_transactions_and_follow_them():
     r = validate_labels(frame, known=known)
     assert r.admitted["transaction_id"].tolist() == [1]
     assert r.quarantined["reasons"].tolist() == ["reported_at:before_transaction", "transaction_id:unknown_transaction"]
+
+
+def test_an_id_admitted_on_an_earlier_day_is_quarantined():
+    frame = good()
+    r = validate_transactions(frame, DAY, seen_ids=pd.Series([102, 7]))
+    assert len(r.admitted) == 5
+    assert r.quarantined["reasons"].tolist() == ["transaction_id:duplicate_across_days"]
+    assert r.quarantined["transaction_id"].tolist() == ["102"]
