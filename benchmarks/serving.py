@@ -104,13 +104,9 @@ def main():
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        from vigil.cli import wait_http
+
+        wait_http(f"{url}/readyz", 120, proc, "BentoML endpoint", paths.root / "bench-serving.log")
         with httpx.Client(base_url=url, timeout=5) as c:
             for b in bodies[:200]:  # warm-up
                 c.post("/score", json=b)

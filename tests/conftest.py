@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -74,7 +73,6 @@ def pipeline_home(tmp_path_factory):
 @pytest.fixture(scope="session")
 def server(pipeline_home):
     """The real BentoML server (``bentoml serve``) over loopback, on the pipeline's home."""
-    import httpx
 
     port = free_port()
     env = dict(os.environ, VIGIL_HOME=str(pipeline_home["paths"].root), BENTOML_HOME=str(pipeline_home["paths"].bentoml_home),
@@ -84,20 +82,10 @@ def server(pipeline_home):
                              "--port", str(port), "--working-dir", str(ROOT)], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    from vigil.cli import stop, wait_http
+
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            assert proc.poll() is None, (pipeline_home["paths"].root / "serving-test.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("server not ready in 120 s: " + (pipeline_home["paths"].root / "serving-test.log").read_text()[-3000:])
+        wait_http(f"{url}/readyz", 120, proc, "BentoML endpoint", pipeline_home["paths"].root / "serving-test.log")
         yield url
     finally:
-        from vigil.cli import stop
-
         stop(proc)

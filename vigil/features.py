@@ -60,22 +60,28 @@ def snapshot_as_of(day: date) -> pd.Timestamp:
     return pd.Timestamp(day) + pd.Timedelta(days=1)
 
 
+def _windows(tx: pd.DataFrame, key: str, value: str, end: pd.Timestamp, as_of: pd.Timestamp,
+             count_name: str, mean_name: str, columns: list[str], asof_col: str) -> pd.DataFrame:
+    """Count and mean of ``value`` per ``key`` over each window ending at ``end`` (exclusive),
+    one row per entity seen in the longest window, stamped with the snapshot time."""
+    tx = tx[(tx["tx_datetime"] < end) & (tx["tx_datetime"] >= end - pd.Timedelta(days=max(WINDOWS)))]
+    parts = []
+    for w in WINDOWS:
+        g = tx[tx["tx_datetime"] >= end - pd.Timedelta(days=w)].groupby(key)[value].agg(["size", "mean"])
+        g.columns = [count_name.format(w=w), mean_name.format(w=w)]
+        parts.append(g)
+    out = pd.concat(parts, axis=1).reindex(columns=columns).fillna(0.0).astype("float64").reset_index()
+    out[key] = out[key].astype("int64")
+    out["event_timestamp"] = pd.Series(as_of.tz_localize("UTC"), index=out.index).astype("datetime64[us, UTC]")
+    out[asof_col] = np.int64(as_of.timestamp())
+    return out
+
+
 def customer_snapshot(tx: pd.DataFrame, day: date) -> pd.DataFrame:
     """Customer spending windows as of the end of ``day`` (one row per customer active in 30 days)."""
     as_of = snapshot_as_of(day)
-    tx = tx[(tx["tx_datetime"] < as_of) & (tx["tx_datetime"] >= as_of - pd.Timedelta(days=max(WINDOWS)))]
-    out = None
-    for w in WINDOWS:
-        sub = tx[tx["tx_datetime"] >= as_of - pd.Timedelta(days=w)]
-        g = sub.groupby("customer_id")["tx_amount"].agg(["size", "mean"])
-        g.columns = [f"customer_nb_tx_{w}d", f"customer_avg_amount_{w}d"]
-        out = g if out is None else out.join(g, how="outer")
-    out = out.reindex(columns=CUSTOMER_FEATURES).fillna(0.0).astype("float64")
-    out = out.reset_index()
-    out["customer_id"] = out["customer_id"].astype("int64")
-    out["event_timestamp"] = pd.Series(as_of.tz_localize("UTC"), index=out.index).astype("datetime64[us, UTC]")
-    out[CUSTOMER_ASOF] = np.int64(as_of.timestamp())
-    return out
+    return _windows(tx, "customer_id", "tx_amount", as_of, as_of, "customer_nb_tx_{w}d", "customer_avg_amount_{w}d",
+                    CUSTOMER_FEATURES, CUSTOMER_ASOF)
 
 
 def terminal_snapshot(tx: pd.DataFrame, labels: pd.DataFrame, day: date) -> pd.DataFrame:
@@ -85,22 +91,10 @@ def terminal_snapshot(tx: pd.DataFrame, labels: pd.DataFrame, day: date) -> pd.D
     before the snapshot time count.
     """
     as_of = snapshot_as_of(day)
-    end = as_of - pd.Timedelta(days=LABEL_DELAY_DAYS)
     known = labels[(labels["reported_at"] < as_of) & (labels["tx_fraud"] == 1)]["transaction_id"]
-    tx = tx[(tx["tx_datetime"] < end) & (tx["tx_datetime"] >= end - pd.Timedelta(days=max(WINDOWS)))]
     tx = tx.assign(fraud=tx["transaction_id"].isin(known).astype("float64"))
-    out = None
-    for w in WINDOWS:
-        sub = tx[tx["tx_datetime"] >= end - pd.Timedelta(days=w)]
-        g = sub.groupby("terminal_id")["fraud"].agg(["size", "mean"])
-        g.columns = [f"terminal_nb_tx_{w}d", f"terminal_risk_{w}d"]
-        out = g if out is None else out.join(g, how="outer")
-    out = out.reindex(columns=TERMINAL_FEATURES).fillna(0.0).astype("float64")
-    out = out.reset_index()
-    out["terminal_id"] = out["terminal_id"].astype("int64")
-    out["event_timestamp"] = pd.Series(as_of.tz_localize("UTC"), index=out.index).astype("datetime64[us, UTC]")
-    out[TERMINAL_ASOF] = np.int64(as_of.timestamp())
-    return out
+    return _windows(tx, "terminal_id", "fraud", as_of - pd.Timedelta(days=LABEL_DELAY_DAYS), as_of,
+                    "terminal_nb_tx_{w}d", "terminal_risk_{w}d", TERMINAL_FEATURES, TERMINAL_ASOF)
 
 
 def history_days(day: date) -> list[date]:
