@@ -9,7 +9,7 @@ import dagster as dg
 
 import vigil
 from resources import VigilStorage
-from vigil import registry
+from vigil import data_profile, registry
 from vigil.model import FraudModel
 from vigil.policy import DecisionPolicy
 
@@ -40,7 +40,8 @@ def registered_model(context: dg.AssetExecutionContext, storage: VigilStorage, f
     policy = DecisionPolicy.from_dict(fraud_model["policy"])
     tag = registry.register(storage.paths, model, policy, meta,
                             labels={"feature_service": fraud_model["lineage"]["feature_service"]},
-                            extra_files=[model_dir / "reference.parquet"])  # the drift reference travels with the model
+                            # the drift reference and the data profile travel with the model
+                            extra_files=[model_dir / f for f in ("reference.parquet", data_profile.PROFILE_FILE, data_profile.IDS_FILE)])
     info = registry.model_info(storage.paths, tag)
     context.add_output_metadata({"tag": tag, "code_version": meta["code_version"],
                                  "partitions": len(fraud_model["lineage"]["partition_hashes"]),

@@ -2,6 +2,7 @@
 
 
 import json
+import shutil
 import time
 from datetime import date
 from pathlib import Path
@@ -12,7 +13,7 @@ import pandas as pd
 
 from assets.common import md_table
 from resources import FeatureStoreResource, VigilStorage
-from vigil import evaluation, lake, registry
+from vigil import data_profile, evaluation, lake, registry
 from vigil.feature_repo import FEATURE_SERVICE
 from vigil.features import MODEL_FEATURES
 from vigil.training import Window, build_dataset, train_and_evaluate
@@ -62,6 +63,8 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingConfig, stor
     out.mkdir(parents=True, exist_ok=True)
     train.to_parquet(out / "train.parquet", index=False)
     test.to_parquet(out / "test.parquet", index=False)
+    profile, ids = data_profile.build(paths, w.train_days)  # validation's reference once this model serves
+    data_profile.save(profile, ids, out)
     lineage = {
         "as_of": w.as_of.isoformat(),
         "train_days": [d.isoformat() for d in (w.train_days[0], w.train_days[-1])],
@@ -76,6 +79,8 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingConfig, stor
         "train_window": " .. ".join(lineage["train_days"]), "test_window": " .. ".join(lineage["test_days"]),
         "missing_feature_share": float(train[MODEL_FEATURES].isna().any(axis=1).mean()),
         "path": dg.MetadataValue.path(str(out)),
+        "reference_daily_rows": round(profile["daily_rows_mean"], 1),
+        "reference_amount_p999": round(profile["amount_p999"], 2),
     })
     return {"folder": str(out), "lineage": lineage, "seed": config.seed}
 
@@ -94,6 +99,8 @@ def fraud_model(context: dg.AssetExecutionContext, config: GateConfig, storage: 
     result.model.save(model_dir)
     reference = train[MODEL_FEATURES].sample(min(len(train), 100_000), random_state=0)
     reference.to_parquet(model_dir / "reference.parquet", index=False)
+    for name in (data_profile.PROFILE_FILE, data_profile.IDS_FILE):
+        shutil.copyfile(folder / name, model_dir / name)
 
     # Champion on the same held-out week: the candidate must not be worse.
     champion = registry.current(storage.paths)

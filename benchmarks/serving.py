@@ -69,12 +69,12 @@ def main():
     import httpx
     import pandas as pd
 
-    from vigil import lake
+    from vigil.sources import FileSource
     from vigil.replay import to_requests
     from vigil.scoring import Scorer
 
     day = START + pd.Timedelta(days=80).to_pytimedelta()
-    frame = lake.read_source(lake.find_source(paths.landing / "transactions", day))
+    frame = FileSource(paths.landing / "transactions").read(day)
     bodies = to_requests(frame)
     bodies = (bodies * (a.requests // len(bodies) + 1))[: a.requests]
 

@@ -1,10 +1,11 @@
 """Sensors: new landing files → the day's pipeline run; drift → retraining, once per episode."""
 
+import hashlib
 import json
-from datetime import date
 
 import dagster as dg
 
+from resources import SourceResource, VigilStorage
 from vigil import config, lake
 
 LANDING_SENSOR = "landing_file_sensor"
@@ -46,34 +47,31 @@ def make_drift_sensor(retraining_job) -> dg.SensorDefinition:
     return drift_retraining_sensor
 
 
-def landing_requests(paths: config.Paths) -> list[dg.RunRequest]:
+def landing_requests(paths: config.Paths, tx_source=None, label_source=None) -> list[dg.RunRequest]:
     """One run request per day whose landing files are newer than its lake partitions.
 
     Stateless and idempotent: a day that was processed after its files arrived is skipped; a file
-    that arrives late or is replaced makes its day run again (the run replaces the partition). The
-    run key carries the files' modification times, so the same files never launch twice.
+    that arrives late, is replaced, or a part added to a day's folder makes its day run again (the
+    run replaces the partition). The run key carries the files' names and modification times, so
+    the same files never launch twice.
     """
+    from vigil.sources import FileSource
+
+    tx_source = tx_source or FileSource(paths.landing / "transactions")
+    label_source = label_source or FileSource(paths.landing / "labels")
     out = []
-    tx_dir, lab_dir = paths.landing / "transactions", paths.landing / "labels"
-    days = {p.stem for p in tx_dir.glob("*.*")} if tx_dir.exists() else set()
-    for stem in sorted(days):
-        try:
-            day = date.fromisoformat(stem)
-        except ValueError:
-            continue
+    for day in tx_source.days():
         if day < config.start_date():
             continue
-        tx_src, lab_src = lake.find_source(tx_dir, day), lake.find_source(lab_dir, day)
-        if tx_src is None:
-            continue
         changed = []
-        for src, done in ((tx_src, lake.day_file(paths.validated, day)), (lab_src, lake.day_file(paths.labels, day))):
-            if src is not None and (not done.exists() or src.stat().st_mtime_ns > done.stat().st_mtime_ns):
-                changed.append(src)
+        for src, done in ((tx_source, lake.day_file(paths.validated, day)), (label_source, lake.day_file(paths.labels, day))):
+            newest = src.newest_mtime_ns(day)
+            if newest and (not done.exists() or newest > done.stat().st_mtime_ns):
+                changed += [p.name for p in src.files(day)]
         if changed:
-            sig = "-".join(str(p.stat().st_mtime_ns) for p in (tx_src, lab_src) if p is not None)
-            out.append(dg.RunRequest(partition_key=stem, run_key=f"landing-{stem}-{sig}",
-                                     tags={"vigil/trigger": "landing", "vigil/files": ", ".join(p.name for p in changed)}))
+            sig = hashlib.sha256(f"{tx_source.signature(day)}|{label_source.signature(day)}".encode()).hexdigest()[:16]
+            out.append(dg.RunRequest(partition_key=day.isoformat(), run_key=f"landing-{day}-{sig}",
+                                     tags={"vigil/trigger": "landing", "vigil/files": ", ".join(changed)[:200]}))
     return out
 
 
@@ -82,8 +80,14 @@ def make_landing_sensor(daily_job) -> dg.SensorDefinition:
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Launches the daily pipeline for each day whose landing files (transactions or "
                            "fraud reports) are new or newer than what the lake holds for that day.")
-    def landing_file_sensor(context: dg.SensorEvaluationContext):
-        requests = landing_requests(config.paths())
+    def landing_file_sensor(context: dg.SensorEvaluationContext, storage: VigilStorage, source: SourceResource):
+        from vigil.sources import FileSource
+
+        paths = storage.paths
+        tx, labels = source.transactions(paths), source.labels(paths)
+        if not isinstance(tx, FileSource):
+            return dg.SkipReason(f"source is {tx.describe()}: the daily schedule launches its runs")
+        requests = landing_requests(paths, tx, labels)
         if not requests:
             return dg.SkipReason("no new or changed landing files")
         return requests

@@ -53,6 +53,76 @@ class ProductionFeatureStoreResource(FeatureStoreResource):
         return super().store()
 
 
+class SourceResource(dg.ConfigurableResource):
+    """Where the daily rows come from. Chosen by ``VIGIL_SOURCE`` (``files`` or ``postgres``)."""
+
+    def transactions(self, paths: config.Paths):
+        raise NotImplementedError
+
+    def labels(self, paths: config.Paths):
+        raise NotImplementedError
+
+
+class LandingFilesSource(SourceResource):
+    """Landing files: ``<folder>/transactions/YYYY-MM-DD.<csv|parquet|jsonl>`` (or a folder of parts
+    per day) and ``<folder>/labels/...``. Empty ``folder`` means ``$VIGIL_HOME/landing``."""
+
+    folder: str = ""
+    format: str = "auto"  # auto (by suffix), csv, parquet or jsonl
+    encoding: str = "utf-8"
+
+    def _root(self, paths: config.Paths):
+        from pathlib import Path
+
+        return Path(self.folder) if self.folder else paths.landing
+
+    def transactions(self, paths: config.Paths):
+        from vigil.sources import FileSource
+
+        return FileSource(self._root(paths) / "transactions", self.format, self.encoding)
+
+    def labels(self, paths: config.Paths):
+        from vigil.sources import FileSource
+
+        return FileSource(self._root(paths) / "labels", self.format, self.encoding)
+
+
+class PostgresTableSource(SourceResource):
+    """Tables in PostgreSQL (production profile): the day is selected on the time column (UTC)."""
+
+    dsn: str  # from the VIGIL_SOURCE_DSN environment variable, never from code
+    transactions_table: str = "transactions"
+    labels_table: str = "fraud_reports"
+
+    def transactions(self, paths: config.Paths):
+        from vigil.sources import PostgresSource
+
+        return PostgresSource(self.dsn, self.transactions_table, "tx_datetime")
+
+    def labels(self, paths: config.Paths):
+        from vigil.sources import PostgresSource
+
+        return PostgresSource(self.dsn, self.labels_table, "reported_at")
+
+
+def source_resource() -> SourceResource:
+    """``VIGIL_SOURCE=files`` (default): ``VIGIL_SOURCE_FOLDER``, ``VIGIL_SOURCE_FORMAT``,
+    ``VIGIL_SOURCE_ENCODING``. ``VIGIL_SOURCE=postgres``: ``VIGIL_SOURCE_DSN`` (secret),
+    ``VIGIL_SOURCE_TX_TABLE``, ``VIGIL_SOURCE_LABELS_TABLE``."""
+    import os
+
+    kind = os.environ.get("VIGIL_SOURCE", "files")
+    if kind == "files":
+        return LandingFilesSource(folder=os.environ.get("VIGIL_SOURCE_FOLDER", ""),
+                                  format=os.environ.get("VIGIL_SOURCE_FORMAT", "auto"),
+                                  encoding=os.environ.get("VIGIL_SOURCE_ENCODING", "utf-8"))
+    if kind == "postgres":
+        return PostgresTableSource(dsn=dg.EnvVar("VIGIL_SOURCE_DSN"),
+                                   transactions_table=os.environ.get("VIGIL_SOURCE_TX_TABLE", "transactions"),
+                                   labels_table=os.environ.get("VIGIL_SOURCE_LABELS_TABLE", "fraud_reports"))
+    raise ValueError(f"VIGIL_SOURCE must be 'files' or 'postgres', got {kind!r}")
+
+
 def resources_for_profile(profile: str | None = None) -> dict:
     profile = profile or config.profile()
     storage = VigilStorage()
@@ -62,4 +132,4 @@ def resources_for_profile(profile: str | None = None) -> dict:
         )
     else:
         feast = FeatureStoreResource()
-    return {"storage": storage, "feature_store": feast}
+    return {"storage": storage, "feature_store": feast, "source": source_resource()}

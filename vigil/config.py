@@ -41,6 +41,11 @@ class Paths:
         return self.lake / "quarantine"
 
     @property
+    def held(self) -> Path:
+        """Admitted rows of days a blocking check stopped: kept, but not read by features."""
+        return self.lake / "held"
+
+    @property
     def labels(self) -> Path:
         return self.lake / "labels"
 

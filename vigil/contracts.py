@@ -17,15 +17,17 @@ import pandas as pd
 import pandera.pandas as pa
 
 TX_REQUIRED = {
-    "transaction_id": "int",
+    "transaction_id": "id",
     "tx_datetime": "datetime",
-    "customer_id": "int",
-    "terminal_id": "int",
+    "customer_id": "id",
+    "terminal_id": "id",
     "tx_amount": "float",
 }
-LABEL_REQUIRED = {"transaction_id": "int", "tx_fraud": "int", "reported_at": "datetime"}
+LABEL_REQUIRED = {"transaction_id": "id", "tx_fraud": "int", "reported_at": "datetime"}
 DEFAULT_AMOUNT_CEILING = 10_000.0
 SOURCE_COLUMNS = ["source_file", "source_row"]
+META_COLUMNS = SOURCE_COLUMNS + ["read_error"]  # provenance added by the reader (vigil.sources)
+ID_TEXT = r"\s*[0-9]{1,18}\s*"  # a well-formed identifier given as text: plain digits, fits int64
 
 
 class ContractError(ValueError):
@@ -79,16 +81,22 @@ def label_schema() -> pa.DataFrameSchema:
     )
 
 
-def _coerce(frame: pd.DataFrame, required: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _coerce(frame: pd.DataFrame, required: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Explicit coercion: ints and floats via to_numeric, datetimes via to_datetime (UTC, naive).
 
-    Returns the coerced frame and a boolean frame marking values that were present but could not
-    be coerced (reason ``wrong_type``), as opposed to values that were missing (``not_nullable``).
+    Returns the coerced frame, a boolean frame marking values that were present but could not be
+    coerced (reason ``wrong_type``), as opposed to values that were missing (``not_nullable``), and
+    one marking identifiers that are not plain digits (``id_format``: "12.0", "1e3", " C12", "-3").
     """
     out = frame.copy()
     bad = pd.DataFrame(False, index=frame.index, columns=list(required))
+    bad_id = pd.DataFrame(False, index=frame.index, columns=list(required))
     for col, kind in required.items():
         raw = frame[col]
+        if kind == "id" and not pd.api.types.is_numeric_dtype(raw):
+            text = raw.astype("string")
+            bad_id[col] = (text.notna() & ~text.str.fullmatch(ID_TEXT).fillna(False)).to_numpy()
+            raw = text.where(~bad_id[col].to_numpy())
         if kind == "datetime":
             if pd.api.types.is_datetime64_any_dtype(raw):
                 val = raw.dt.tz_convert("UTC").dt.tz_localize(None) if raw.dt.tz is not None else raw
@@ -97,14 +105,14 @@ def _coerce(frame: pd.DataFrame, required: dict[str, str]) -> tuple[pd.DataFrame
             out[col] = val.astype("datetime64[ns]")
         else:
             num = pd.to_numeric(raw, errors="coerce")
-            if kind == "int":
+            if kind in ("int", "id"):
                 frac = num.notna() & (num != np.floor(num.fillna(0)))
                 num = num.where(~frac)
                 out[col] = num.astype("Float64").astype("Int64")
             else:
                 out[col] = num.astype("float64")
         bad[col] = raw.notna() & out[col].isna()
-    return out, bad
+    return out, bad, bad_id
 
 
 RowRule = Callable[[pd.DataFrame], dict[int, list[str]]]
@@ -119,13 +127,20 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, required: dict[str
     """
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise ContractError(
-            f"{source_file or 'batch'}: required column(s) {missing} missing; found columns {list(frame.columns)}"
-        )
+        files = ", ".join(map(str, frame["source_file"].unique())) if "source_file" in frame.columns else ""
+        found = [c for c in frame.columns if c not in META_COLUMNS]
+        raise ContractError(f"{files or source_file or 'batch'}: required column(s) {missing} missing; found columns {found}")
     frame = frame.reset_index(drop=True)
-    coerced, bad_type = _coerce(frame, required)
+    meta = frame[[c for c in META_COLUMNS if c in frame.columns]]
+    frame = frame.drop(columns=meta.columns)
+    coerced, bad_type, bad_id = _coerce(frame, required)
     reasons: dict[int, list[str]] = {}
+    if "read_error" in meta:
+        for i in np.flatnonzero(meta["read_error"].notna().to_numpy()):
+            reasons.setdefault(int(i), []).append(str(meta["read_error"].iloc[i]))
     for col in required:
+        for i in np.flatnonzero(bad_id[col].to_numpy()):
+            reasons.setdefault(int(i), []).append(f"{col}:id_format")
         for i in np.flatnonzero(bad_type[col].to_numpy()):
             reasons.setdefault(int(i), []).append(f"{col}:wrong_type")
         for i in np.flatnonzero((frame[col].isna()).to_numpy()):
@@ -151,12 +166,13 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, required: dict[str
     mask[bad_rows] = True
     admitted = coerced.loc[~mask].copy()
     for col, kind in required.items():
-        if kind == "int":
+        if kind in ("int", "id"):
             admitted[col] = admitted[col].astype("int64")
     quarantined = frame.loc[mask].astype("string")
     quarantined["reasons"] = [";".join(reasons[i]) for i in bad_rows]
-    quarantined["source_file"] = source_file
-    quarantined["source_row"] = bad_rows + 1  # 1-based row number within the source file
+    # where the row came from: the reader's provenance, else the batch's file and position
+    quarantined["source_file"] = meta["source_file"].to_numpy()[mask] if "source_file" in meta else source_file
+    quarantined["source_row"] = meta["source_row"].to_numpy()[mask] if "source_row" in meta else bad_rows + 1
     counts: dict[str, int] = {}
     for lst in reasons.values():
         for code in lst:

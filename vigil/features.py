@@ -107,6 +107,23 @@ def is_fresh(as_of_epoch: float | None, request_epoch: float) -> bool:
     return as_of_epoch is not None and not np.isnan(as_of_epoch) and request_epoch - as_of_epoch <= FEATURE_TTL.total_seconds()
 
 
+def _no_gaps(paths, days: list[date]) -> None:
+    """Features over a history with a hole would be silently wrong (counts too low): refuse."""
+    from vigil import lake
+
+    held = [d for d in days if lake.day_file(paths.held, d).exists()]
+    if held:
+        why = (lake.day_file(paths.held, held[0], ".txt").read_text().strip().splitlines() or [""])[0]
+        raise ValueError(f"history day(s) {', '.join(map(str, held))} held by validation ({why}); "
+                         "fix the source and re-run those days first")
+    present = [lake.day_file(paths.validated, d).exists() for d in days]
+    if True in present:
+        first = present.index(True)
+        gaps = [d for d, ok in zip(days[first:], present[first:]) if not ok]
+        if gaps:
+            raise ValueError(f"validated partition(s) missing inside the feature history: {', '.join(map(str, gaps))}")
+
+
 def build_snapshots(paths, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Compute and store the customer and terminal snapshots for ``day`` from the validated lake.
 
@@ -115,6 +132,7 @@ def build_snapshots(paths, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
     from vigil import lake
 
     days = history_days(day)
+    _no_gaps(paths, days)
     tx = lake.read_days(paths.validated, days, ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount"])
     labels = lake.read_days(paths.labels, days, ["transaction_id", "tx_fraud", "reported_at"])
     if tx.empty:

@@ -10,9 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 
-FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
-
-
 def day_file(folder: Path, day: date, suffix: str = ".parquet") -> Path:
     return Path(folder) / f"{day.isoformat()}{suffix}"
 
@@ -47,27 +44,6 @@ def available_days(folder: Path) -> list[date]:
         except ValueError:
             continue
     return sorted(out)
-
-
-def find_source(folder: Path, day: date) -> Path | None:
-    """The landing file for ``day`` in any supported format (Parquet, CSV, JSON lines)."""
-    for suffix in FORMATS:
-        p = day_file(folder, day, suffix)
-        if p.exists():
-            return p
-    return None
-
-
-def read_source(path: Path) -> pd.DataFrame:
-    """Read a landing file as it is (no type coercion: validation owns that)."""
-    kind = FORMATS.get(Path(path).suffix)
-    if kind == "parquet":
-        return pd.read_parquet(path)
-    if kind == "csv":
-        return pd.read_csv(path, dtype=str, keep_default_na=True)
-    if kind == "jsonl":
-        return pd.read_json(path, lines=True, dtype=False)
-    raise ValueError(f"{path}: unsupported landing format {Path(path).suffix!r}; use one of {sorted(FORMATS)}")
 
 
 def content_hash(frame: pd.DataFrame) -> str:

@@ -32,8 +32,10 @@ class ReplayStats:
 
 def to_requests(frame: pd.DataFrame) -> list[dict]:
     """Rows of a landing file as JSON request bodies (values passed through as they are)."""
+    from vigil.sources import META
+
     out = []
-    for rec in frame.to_dict(orient="records"):
+    for rec in frame.drop(columns=[c for c in META if c in frame.columns]).to_dict(orient="records"):
         body = {}
         for k, v in rec.items():
             if isinstance(v, pd.Timestamp):

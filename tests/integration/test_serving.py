@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from vigil import lake, prediction_log, registry
+from vigil.sources import FileSource
 from vigil.features import CUSTOMER_FEATURES, TERMINAL_FEATURES
 from vigil.replay import to_requests
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def replay_bodies(pipeline_home, n=None):
     day = pipeline_home["replay_day"]
-    frame = lake.read_source(lake.find_source(pipeline_home["paths"].landing / "transactions", day))
+    frame = FileSource(pipeline_home["paths"].landing / "transactions").read(day)
     return to_requests(frame.head(n) if n else frame)
 
 

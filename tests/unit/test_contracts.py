@@ -29,8 +29,11 @@ def test_clean_batch_is_admitted_whole_and_typed():
     ("tx_amount", -5.0, "tx_amount:greater_than(0)"),
     ("tx_amount", 1e9, "tx_amount:less_than_or_equal_to(10000.0)"),
     ("tx_amount", None, "tx_amount:not_nullable"),
-    ("customer_id", "abc", "customer_id:wrong_type"),
-    ("customer_id", -1, "customer_id:non_negative_id"),
+    ("customer_id", "abc", "customer_id:id_format"),
+    ("customer_id", "12.0", "customer_id:id_format"),
+    ("terminal_id", "1e3", "terminal_id:id_format"),
+    ("transaction_id", "-7", "transaction_id:id_format"),
+    ("tx_amount", "12,50", "tx_amount:wrong_type"),
     ("tx_datetime", "2025-04-03 00:00:01", "tx_datetime:inside_day(2025-04-02)"),
     ("tx_datetime", "not a date", "tx_datetime:wrong_type"),
 ])
@@ -83,3 +86,12 @@ def test_an_id_admitted_on_an_earlier_day_is_quarantined():
     assert len(r.admitted) == 5
     assert r.quarantined["reasons"].tolist() == ["transaction_id:duplicate_across_days"]
     assert r.quarantined["transaction_id"].tolist() == ["102"]
+
+
+def test_numeric_identifiers_must_be_non_negative_integers():
+    frame = good().astype({"terminal_id": "float64"})
+    frame.loc[1, "customer_id"] = -1
+    frame.loc[3, "terminal_id"] = 2.5
+    r = validate_transactions(frame, DAY)
+    assert r.quarantined["reasons"].tolist() == ["customer_id:non_negative_id", "terminal_id:wrong_type"]
+    assert r.admitted["terminal_id"].dtype == "int64"
