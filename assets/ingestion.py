@@ -32,9 +32,14 @@ def raw_transactions(context: dg.AssetExecutionContext, storage: VigilStorage, s
         missing += [f"{day}:{c}" for c in TX_REQUIRED if c not in landed.columns]
         progress(context, i, len(days), "landed")
     table = pd.DataFrame(rows)
+    extra = {}
+    if hasattr(src, "unattributed"):  # a table: rows whose timestamp is NULL belong to no day
+        extra["rows_without_day"] = src.unattributed()
+        if extra["rows_without_day"]:
+            context.log.warning(f"{extra['rows_without_day']} row(s) of {src.describe()} have no tx_datetime: no day reads them")
     yield dg.MaterializeResult(
         metadata={"rows": int(table["rows"].sum()), "days": len(days), "partitions": md_table(table),
-                  "dagster/row_count": int(table["rows"].sum())},
+                  "dagster/row_count": int(table["rows"].sum()), "source": src.describe(), **extra},
         check_results=[
             dg.AssetCheckResult(
                 check_name=RAW_CONTRACT,
