@@ -94,8 +94,8 @@ def _coerce(frame: pd.DataFrame, required: dict[str, str]) -> tuple[pd.DataFrame
     for col, kind in required.items():
         raw = frame[col]
         if kind == "id" and not pd.api.types.is_numeric_dtype(raw):
-            text = raw.astype("string")
-            bad_id[col] = (text.notna() & ~text.str.fullmatch(ID_TEXT).fillna(False)).to_numpy()
+            text = raw.astype("string[pyarrow]")  # vectorised regex (Arrow), not a Python loop
+            bad_id[col] = (text.notna() & ~text.str.fullmatch(ID_TEXT).fillna(False)).to_numpy(dtype=bool)
             raw = text.where(~bad_id[col].to_numpy())
         if kind == "datetime":
             if pd.api.types.is_datetime64_any_dtype(raw):

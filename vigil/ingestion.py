@@ -88,10 +88,14 @@ def validate_transactions_day(paths: Paths, day: date, now: datetime | None = No
         raise ContractError(f"raw transactions for {day} are missing: materialize raw_transactions first")
     # ids admitted on the previous days of the feature history (bounded so a day's cost stays flat)
     earlier = [day - timedelta(days=i) for i in range(HISTORY_DAYS, 0, -1)]
-    seen = lake.read_days(paths.validated, earlier, ["transaction_id"])
+    ids = pd.to_numeric(raw["transaction_id"], errors="coerce") if "transaction_id" in raw else pd.Series([], dtype="float64")
+    # only ids inside this batch's range can collide: partitions outside it are skipped by their stats
+    seen = pd.Series(lake.values_in_range(paths.validated, earlier, "transaction_id",
+                                              int(max(ids.min(), 0)), int(min(ids.max(), 2**63 - 1)))
+                     if ids.notna().any() else [], dtype="int64")
     result = validate_transactions(raw, day, now=now or datetime.now(timezone.utc).replace(tzinfo=None),
                                    amount_ceiling=amount_ceiling,
-                                   seen_ids=seen["transaction_id"] if len(seen) else None)
+                                   seen_ids=seen if len(seen) else None)
     stats = check_day(*reference, raw, result.admitted, thresholds) if reference else []
     held = [f"quarantine_rate {result.quarantine_rate:.2%} > {max_quarantine_rate:.2%}"] \
         if result.quarantine_rate > max_quarantine_rate else []

@@ -8,6 +8,7 @@ import os
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 def day_file(folder: Path, day: date, suffix: str = ".parquet") -> Path:
@@ -34,6 +35,30 @@ def read_days(folder: Path, days: list[date], columns: list[str] | None = None) 
     if not frames:
         return pd.DataFrame(columns=columns) if columns else pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
+
+
+def values_in_range(folder: Path, days: list[date], column: str, lo, hi) -> np.ndarray:
+    """Values of an integer ``column`` within [lo, hi] over the days' partitions. A partition whose
+    Parquet min/max statistics lie outside the range is skipped without reading its data."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    out = []
+    for d in days:
+        path = day_file(folder, d)
+        if not path.exists():
+            continue
+        meta = pq.read_metadata(path)
+        idx = meta.schema.names.index(column) if column in meta.schema.names else None
+        if idx is None or meta.num_rows == 0:
+            continue
+        stats = [meta.row_group(i).column(idx).statistics for i in range(meta.num_row_groups)]
+        if all(s is not None and s.has_min_max and (s.max < lo or s.min > hi) for s in stats):
+            continue
+        col = pq.read_table(path, columns=[column]).column(0)
+        col = col.filter(pc.and_(pc.greater_equal(col, lo), pc.less_equal(col, hi)))
+        out.append(col.to_numpy())
+    return np.concatenate(out) if out else np.array([], dtype="int64")
 
 
 def available_days(folder: Path) -> list[date]:
