@@ -27,6 +27,8 @@ unit: .venv/.synced
 bench: .venv/.synced
 	.venv/bin/python benchmarks/serving.py
 	.venv/bin/python benchmarks/pipeline.py
+	.venv/bin/python benchmarks/validation.py
+	.venv/bin/python benchmarks/backfill.py
 
 clean:
 	rm -rf .venv $(TOOLS) .vigil
