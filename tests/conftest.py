@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -70,22 +73,133 @@ def pipeline_home(tmp_path_factory):
             os.environ[k] = v
 
 
-@pytest.fixture(scope="session")
-def server(pipeline_home):
-    """The real BentoML server (``bentoml serve``) over loopback, on the pipeline's home."""
+@contextlib.contextmanager
+def serve(root: Path, extra_env: dict | None = None):
+    """The real BentoML server (``bentoml serve``) over loopback, on the home ``root``."""
+    from vigil.cli import stop, wait_http
 
     port = free_port()
-    env = dict(os.environ, VIGIL_HOME=str(pipeline_home["paths"].root), BENTOML_HOME=str(pipeline_home["paths"].bentoml_home),
-               PYTHONPATH=str(ROOT))
-    log = open(pipeline_home["paths"].root / "serving-test.log", "w")
+    env = {**os.environ, "VIGIL_HOME": str(root), "BENTOML_HOME": str(root / "bentoml"), "PYTHONPATH": str(ROOT), **(extra_env or {})}
+    log_file = root / "serving-test.log"
+    log = open(log_file, "w")
     proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:FraudScorer", "--host", "127.0.0.1",
                              "--port", str(port), "--working-dir", str(ROOT)], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    from vigil.cli import stop, wait_http
-
     try:
-        wait_http(f"{url}/readyz", 120, proc, "BentoML endpoint", pipeline_home["paths"].root / "serving-test.log")
+        wait_http(f"{url}/readyz", 120, proc, "BentoML endpoint", log_file)
         yield url
     finally:
         stop(proc)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def server(pipeline_home):
+    with serve(pipeline_home["paths"].root) as url:
+        yield url
+
+
+def copy_home(src: Path, dst: Path) -> Path:
+    """A private copy of a trained home (lake, snapshots, models) without Feast's or Dagster's state,
+    for tests that change data or apply Feast elsewhere."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("dagster", "feast", "predictions", "monitoring", "*.log"))
+    return dst
+
+
+PG_ADMIN_DSN = os.environ.get("VIGIL_TEST_PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3")
+REDIS_URL = os.environ.get("VIGIL_TEST_REDIS_URL", "127.0.0.1:6379")
+
+
+@pytest.fixture(scope="session")
+def production_services():
+    """A fresh PostgreSQL database for this run's Feast registry and the Redis server, or a skip
+    (a failure when ``VIGIL_REQUIRE_PRODUCTION_TESTS`` is set, as in CI)."""
+    import psycopg
+    import redis
+
+    host, port = REDIS_URL.split(":")
+    try:
+        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True)
+        redis.Redis(host=host, port=int(port), socket_connect_timeout=3).ping()
+    except Exception as exc:
+        if os.environ.get("VIGIL_REQUIRE_PRODUCTION_TESTS"):
+            raise
+        pytest.skip(f"production profile needs PostgreSQL ({PG_ADMIN_DSN}) and Redis ({REDIS_URL}): {exc}")
+    db = f"vigil_test_{uuid.uuid4().hex[:10]}"
+    admin.execute(f"CREATE DATABASE {db}")
+    info = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
+    registry = f"postgresql+psycopg://{info.get('user', 'postgres')}@{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}/{db}"
+    try:
+        yield {"registry": registry, "redis": REDIS_URL, "db": db}
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        admin.close()
+
+
+@contextlib.contextmanager
+def env_set(env: dict):
+    """``env`` in ``os.environ`` for the block only (Feast reads its YAML's variables from there)."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def profile_env(profile: str, services: dict | None, root: Path) -> dict:
+    """Environment for one profile on ``root``. Production gets its own Feast project: its own
+    Redis keys and registry rows, so runs never see each other's data."""
+    env = {"VIGIL_HOME": str(root), "BENTOML_HOME": str(root / "bentoml"), "VIGIL_PROFILE": profile}
+    if profile == "production":
+        env.update(VIGIL_FEAST_REGISTRY=services["registry"], VIGIL_REDIS_URL=services["redis"],
+                   VIGIL_FEAST_PROJECT=f"vigil_{uuid.uuid4().hex[:10]}")
+    return env
+
+
+def drop_redis_project(services: dict, project: str) -> int:
+    import redis
+
+    host, port = services["redis"].split(":")
+    r = redis.Redis(host=host, port=int(port))
+    keys = list(r.scan_iter(match=f"*{project}*".encode(), count=10_000))
+    for i in range(0, len(keys), 5000):
+        r.delete(*keys[i:i + 5000])
+    return len(keys)
+
+
+@pytest.fixture(scope="session")
+def production_home(pipeline_home, production_services, tmp_path_factory):
+    """The trained pipeline home copied into the production profile: Feast applied to the SQL
+    registry on PostgreSQL and the last days materialized into Redis, by the Dagster assets."""
+    import dagster as dg
+
+    from resources import resources_for_profile
+    from vigil import config
+
+    root = copy_home(pipeline_home["paths"].root, tmp_path_factory.mktemp("production") / "vigil")
+    env = profile_env("production", production_services, root)
+    with env_set(env):
+        defs = pipeline_home["defs"]
+        resources = resources_for_profile("production")
+        instance = dg.DagsterInstance.ephemeral()
+        assert dg.materialize([defs.get_assets_def("feast_registry")], instance=instance, resources=resources).success
+        last = pipeline_home["last_day"]
+        for day in (last - timedelta(days=1), last):
+            assert dg.materialize([defs.get_assets_def("online_features")], partition_key=day.isoformat(),
+                                  instance=instance, resources=resources).success
+    try:
+        yield {**pipeline_home, "paths": config.paths(root), "env": env}
+    finally:
+        drop_redis_project(production_services, env["VIGIL_FEAST_PROJECT"])
+
+
+@pytest.fixture(scope="session")
+def production_server(production_home):
+    with serve(production_home["paths"].root, production_home["env"]) as url:
+        yield url

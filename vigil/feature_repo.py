@@ -64,6 +64,7 @@ def open_store(paths: config.Paths | None = None, profile: str | None = None):
     paths = paths or config.paths()
     profile = profile or config.profile()
     os.environ["VIGIL_HOME"] = str(paths.root)
+    os.environ.setdefault("VIGIL_FEAST_PROJECT", "vigil")
     paths.feast_repo.mkdir(parents=True, exist_ok=True)
     yaml = Path(os.environ.get("VIGIL_FEAST_CONFIG", INFRA / profile / "feature_store.yaml"))
     return FeatureStore(repo_path=str(paths.feast_repo), fs_yaml_file=yaml)

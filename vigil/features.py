@@ -13,8 +13,9 @@ Semantics (the README's feature section says the same):
 - A snapshot older than one day (``FEATURE_TTL``) is stale: it is treated as missing, identically in
   Feast's point-in-time join (TTL) and at serving time (Vigil's own freshness check, because Feast
   does not enforce TTL on online reads). Missing counts and rates mean "no activity": 0.
-- Request-time features (``tx_amount``, ``is_weekend``, ``is_night``) come from the request itself
-  through :func:`request_features`, the one function both sides call.
+- Request-time features (``tx_amount``, ``is_weekend``, ``is_night``, ``hour_of_day``, and
+  ``amount_to_customer_avg_30d``, the amount over the 30-day mean of the snapshot the transaction
+  sees) come from :func:`request_features`, the one function both sides call.
 """
 
 from __future__ import annotations
@@ -33,23 +34,29 @@ CUSTOMER_FEATURES = [f"customer_nb_tx_{w}d" for w in WINDOWS] + [f"customer_avg_
 TERMINAL_FEATURES = [f"terminal_nb_tx_{w}d" for w in WINDOWS] + [f"terminal_risk_{w}d" for w in WINDOWS]
 CUSTOMER_ASOF = "customer_as_of"  # epoch seconds of the snapshot, served for freshness checks
 TERMINAL_ASOF = "terminal_as_of"
-REQUEST_FEATURES = ["tx_amount", "is_weekend", "is_night"]
+REQUEST_FEATURES = ["tx_amount", "is_weekend", "is_night", "hour_of_day", "amount_to_customer_avg_30d"]
 MODEL_FEATURES = REQUEST_FEATURES + CUSTOMER_FEATURES + TERMINAL_FEATURES
 NIGHT_END_HOUR = 6
 
 
-def request_features(epoch_seconds: np.ndarray, tx_amount: np.ndarray) -> np.ndarray:
-    """Request-time features as a (n, 3) float array: amount, weekend flag, night flag.
+def request_features(epoch_seconds: np.ndarray, tx_amount: np.ndarray, customer_avg_30d: np.ndarray) -> np.ndarray:
+    """Request-time features as a (n, 5) float array, in ``REQUEST_FEATURES`` order: amount,
+    weekend flag, night flag (before 06:00 UTC), hour of day, and the amount relative to the
+    customer's 30-day mean amount from the snapshot the transaction sees (NaN when that snapshot is
+    missing or stale or the customer had no transaction in 30 days: the model imputes it).
 
-    Works on plain numpy so the endpoint pays microseconds for one row and training the same code
-    for a million. 1970-01-01 was a Thursday (weekday 3).
+    Plain numpy, so the endpoint pays microseconds for one row and training the same code for a
+    million. 1970-01-01 was a Thursday (weekday 3).
     """
     secs = np.asarray(epoch_seconds, dtype=np.int64)
+    amount = np.asarray(tx_amount, dtype=np.float64)
+    avg = np.asarray(customer_avg_30d, dtype=np.float64)
     weekday = (secs // 86_400 + 3) % 7
     hour = (secs % 86_400) // 3600
-    return np.column_stack(
-        [np.asarray(tx_amount, dtype=np.float64), (weekday >= 5).astype(np.float64), (hour < NIGHT_END_HOUR).astype(np.float64)]
-    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(avg > 0, amount / avg, np.nan)
+    return np.column_stack([amount, (weekday >= 5).astype(np.float64), (hour < NIGHT_END_HOUR).astype(np.float64),
+                            hour.astype(np.float64), ratio])
 
 
 def epoch_seconds(ts: pd.Series) -> np.ndarray:

@@ -19,12 +19,14 @@ import numpy as np
 from vigil import registry
 from vigil.config import Paths
 from vigil.feature_repo import CUSTOMER_VIEW, TERMINAL_VIEW, OnlineReader, open_store
-from vigil.features import CUSTOMER_ASOF, CUSTOMER_FEATURES, MODEL_FEATURES, TERMINAL_ASOF, TERMINAL_FEATURES, is_fresh, request_features
+from vigil.features import (CUSTOMER_ASOF, CUSTOMER_FEATURES, MODEL_FEATURES, REQUEST_FEATURES, TERMINAL_ASOF,
+                            TERMINAL_FEATURES, is_fresh, request_features)
 from vigil.model import FraudModel
 from vigil.policy import DecisionPolicy
 from vigil.prediction_log import PredictionLog
 
 log = logging.getLogger("vigil.scoring")
+AVG_30D = MODEL_FEATURES.index("customer_avg_amount_30d")
 
 
 def utc_naive(dt: datetime) -> datetime:
@@ -99,11 +101,11 @@ class Scorer:
         epoch = np.array([int(r["tx_datetime"].replace(tzinfo=timezone.utc).timestamp()) for r in requests], dtype=np.int64)
         amount = np.array([r["tx_amount"] for r in requests], dtype=np.float64)
         x = np.full((n, len(MODEL_FEATURES)), np.nan)
-        x[:, :3] = request_features(epoch, amount)
         stale: list[list[str]] = [[] for _ in range(n)]
+        first = len(REQUEST_FEATURES)
         for view, key, names, asof_col, offset in (
-            (CUSTOMER_VIEW, "customer_id", CUSTOMER_FEATURES, CUSTOMER_ASOF, 3),
-            (TERMINAL_VIEW, "terminal_id", TERMINAL_FEATURES, TERMINAL_ASOF, 3 + len(CUSTOMER_FEATURES)),
+            (CUSTOMER_VIEW, "customer_id", CUSTOMER_FEATURES, CUSTOMER_ASOF, first),
+            (TERMINAL_VIEW, "terminal_id", TERMINAL_FEATURES, TERMINAL_ASOF, first + len(CUSTOMER_FEATURES)),
         ):
             rows = self.reader.read(view, [r[key] for r in requests])
             for i, row in enumerate(rows):
@@ -112,6 +114,7 @@ class Scorer:
                 else:
                     stale[i].append(view)
                     self.counters[f"stale_{view}"] += 1
+        x[:, :first] = request_features(epoch, amount, x[:, AVG_30D])
         return x, stale
 
     # -- scoring ---------------------------------------------------------------------------

@@ -19,7 +19,8 @@ import pandas as pd
 from vigil import evaluation, lake
 from vigil.config import LABEL_MATURITY_DAYS, Paths
 from vigil.feature_repo import FEATURE_SERVICE
-from vigil.features import CUSTOMER_FEATURES, HISTORY_DAYS, MODEL_FEATURES, TERMINAL_FEATURES, epoch_seconds, request_features
+from vigil.features import (CUSTOMER_FEATURES, HISTORY_DAYS, MODEL_FEATURES, REQUEST_FEATURES, TERMINAL_FEATURES,
+                            epoch_seconds, request_features)
 from vigil.model import FraudModel, build_pipeline
 from vigil.policy import DecisionPolicy, fit_policy
 
@@ -101,14 +102,21 @@ def labelled_transactions(paths: Paths, days: list[date], as_of: pd.Timestamp) -
     return tx, hashes
 
 
+def model_features(store, tx: pd.DataFrame) -> pd.DataFrame:
+    """Every model feature for transactions (``transaction_id``, ``tx_datetime``, ``customer_id``,
+    ``terminal_id``, ``tx_amount``): Feast point-in-time views, then the request-time features
+    through the same function the endpoint calls."""
+    frame = point_in_time_features(store, tx.assign(event_timestamp=tx["tx_datetime"].dt.tz_localize("UTC")))
+    req = request_features(epoch_seconds(frame["tx_datetime"]), frame["tx_amount"].to_numpy(),
+                           frame["customer_avg_amount_30d"].to_numpy())
+    for i, name in enumerate(REQUEST_FEATURES):
+        frame[name] = req[:, i]
+    return frame
+
+
 def build_dataset(store, paths: Paths, days: list[date], as_of: pd.Timestamp) -> tuple[pd.DataFrame, dict[str, str]]:
     tx, hashes = labelled_transactions(paths, days, as_of)
-    tx["event_timestamp"] = tx["tx_datetime"].dt.tz_localize("UTC")
-    frame = point_in_time_features(store, tx)
-    req = request_features(epoch_seconds(frame["tx_datetime"]), frame["tx_amount"].to_numpy())
-    for i, name in enumerate(["tx_amount", "is_weekend", "is_night"]):
-        frame[name] = req[:, i]
-    return frame, hashes
+    return model_features(store, tx), hashes
 
 
 def train_and_evaluate(train: pd.DataFrame, test: pd.DataFrame, params: dict | None = None, seed: int = 0) -> TrainingResult:

@@ -69,10 +69,13 @@ def test_changing_data_after_the_cutoff_changes_no_snapshot_before_it():
 def test_request_features():
     ts = pd.to_datetime(["2025-04-05 03:00", "2025-04-07 13:00", "2025-04-06 05:59:59", "2025-04-08 06:00"], format="ISO8601")
     secs = ts.astype("int64") // 10**9
-    out = request_features(secs, [1.0, 2.0, 3.0, 4.0])
+    out = request_features(secs, [1.0, 2.0, 3.0, 4.0], [2.0, np.nan, 0.0, 8.0])
     assert out[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0]
     assert out[:, 1].tolist() == [1.0, 0.0, 1.0, 0.0]  # Saturday, Monday, Sunday, Tuesday
     assert out[:, 2].tolist() == [1.0, 0.0, 1.0, 0.0]  # night = before 06:00
+    assert out[:, 3].tolist() == [3.0, 13.0, 5.0, 6.0]  # hour of day (UTC)
+    ratio = out[:, 4]  # amount / customer's 30-day mean; missing or zero mean -> NaN (imputed by the model)
+    assert ratio[0] == 0.5 and np.isnan(ratio[1]) and np.isnan(ratio[2]) and ratio[3] == 0.5
 
 
 def test_freshness_rule_matches_feast_ttl():

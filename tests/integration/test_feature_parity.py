@@ -1,0 +1,121 @@
+"""Training/serving parity and no leakage, in both profiles.
+
+- local: SQLite online store, file registry (the session's trained pipeline home);
+- production: Redis online store and Feast's SQL registry on PostgreSQL (a copy of that home, its
+  own database and Feast project, i.e. its own Redis keys), applied and materialized by the
+  Dagster assets, served by a real ``bentoml serve`` started with ``VIGIL_PROFILE=production``.
+"""
+
+from datetime import timedelta
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import copy_home, env_set, profile_env
+from vigil import config, lake, prediction_log
+from vigil.features import CUSTOMER_FEATURES, MODEL_FEATURES, TERMINAL_FEATURES, build_snapshots
+from vigil.sources import FileSource
+
+pytestmark = pytest.mark.integration
+
+
+def replay_bodies(home, n):
+    from vigil.replay import to_requests
+
+    return to_requests(FileSource(home["paths"].landing / "transactions").read(home["replay_day"]).head(n))
+
+
+def test_production_profile_parity_through_the_real_endpoint(production_server, production_home):
+    """Features logged by the production endpoint (Redis) = Feast point-in-time retrieval of the
+    training path (SQL registry on PostgreSQL) for the same transactions, to float tolerance."""
+    from vigil.feature_repo import open_store
+    from vigil.training import model_features
+
+    home = production_home
+    bodies = replay_bodies(home, 200)
+    with httpx.Client(base_url=production_server) as c:
+        for b in bodies:
+            r = c.post("/score", json=b)
+            assert r.status_code == 200, r.text
+    logged = prediction_log.read_day(home["paths"].predictions, home["replay_day"])
+    logged = logged.drop_duplicates("transaction_id", keep="last").set_index("transaction_id")
+    ent = pd.DataFrame(bodies)
+    ent["tx_datetime"] = pd.to_datetime(ent["tx_datetime"])
+    with env_set(home["env"]):
+        store = open_store(home["paths"], "production")
+        assert store.config.online_store.type == "redis" and store.config.registry.registry_type == "sql"
+        offline = model_features(store, ent).set_index("transaction_id")
+    served = logged.loc[offline.index, MODEL_FEATURES].astype(float)
+    trained = offline[MODEL_FEATURES].astype(float)
+    assert trained[CUSTOMER_FEATURES].notna().all(axis=1).mean() > 0.9
+    pd.testing.assert_frame_equal(served.isna(), trained.isna())
+    np.testing.assert_allclose(served.fillna(0).to_numpy(), trained.fillna(0).to_numpy(), rtol=1e-9, atol=1e-9)
+
+
+@pytest.fixture(params=["local", "production"])
+def profile_copy(request, pipeline_home, tmp_path):
+    """A private copy of the trained home with Feast applied in ``profile`` (the test may change
+    its data)."""
+    from vigil.feature_repo import apply, open_store
+
+    services = request.getfixturevalue("production_services") if request.param == "production" else None
+    root = copy_home(pipeline_home["paths"].root, tmp_path / "vigil")
+    env = profile_env(request.param, services, root)
+    with env_set(env):
+        paths = config.paths(root)
+        store = open_store(paths, request.param)
+        apply(store, paths)
+        yield {"paths": paths, "store": store, "profile": request.param, "sim": pipeline_home["sim"],
+               "last_day": pipeline_home["last_day"]}
+
+
+def test_changing_data_after_a_cutoff_changes_no_training_feature_before_it(profile_copy):
+    """Amounts after the cut-off ×3 and fraud reports made after it for earlier transactions:
+    the training features of transactions before the cut-off, through Feast, do not move."""
+    from vigil.training import model_features
+
+    paths, store = profile_copy["paths"], profile_copy["store"]
+    cut = profile_copy["last_day"] - timedelta(days=20)
+    before_days = [cut - timedelta(days=i) for i in range(10, 0, -1)]
+    after_days = [cut + timedelta(days=i) for i in range(0, 12)]
+    sample = lake.read_days(paths.validated, before_days).sample(2000, random_state=0)
+    later = lake.read_days(paths.validated, after_days[3:]).sample(2000, random_state=0)
+    base, base_later = model_features(store, sample), model_features(store, later)
+
+    cut_ts = pd.Timestamp(cut)
+    for d in after_days:
+        v = lake.read_day(paths.validated, d)
+        lake.write_day(paths.validated, d, v.assign(tx_amount=v["tx_amount"] * 3))
+        reports = pd.DataFrame({"transaction_id": sample["transaction_id"].to_numpy()[:300], "tx_fraud": 1,
+                                "reported_at": cut_ts + pd.Timedelta(hours=1) + pd.Timedelta(days=(d - cut).days)})
+        labels = lake.read_day(paths.labels, d)
+        lake.write_day(paths.labels, d, pd.concat([labels, reports.astype(labels.dtypes.to_dict())], ignore_index=True))
+    for d in after_days:
+        build_snapshots(paths, d)
+
+    again, again_later = model_features(store, sample), model_features(store, later)
+    cols = MODEL_FEATURES
+    pd.testing.assert_frame_equal(base[cols], again[cols])
+    # the perturbation is real: features after the cut-off did change
+    assert not np.allclose(base_later[CUSTOMER_FEATURES].fillna(0), again_later[CUSTOMER_FEATURES].fillna(0))
+    assert not np.allclose(base_later[TERMINAL_FEATURES].fillna(0), again_later[TERMINAL_FEATURES].fillna(0))
+
+
+def test_labels_not_reported_at_training_time_never_reach_the_training_set(profile_copy):
+    from vigil.training import build_dataset
+
+    paths, store, sim = profile_copy["paths"], profile_copy["store"], profile_copy["sim"]
+    days = [pd.Timestamp("2025-05-20").date() + timedelta(days=i) for i in range(7)]
+    as_of = pd.Timestamp("2025-05-29")
+    frame, _ = build_dataset(store, paths, days, as_of)
+    reports = sim.labels.set_index("transaction_id")["reported_at"]
+    positives = frame.loc[frame["label"] == 1, "transaction_id"]
+    assert len(positives) and (reports.loc[positives] < as_of).all()
+    truth = sim.transactions.set_index("transaction_id")["tx_fraud"]
+    in_days = sim.transactions["tx_datetime"].dt.date.isin(days)
+    late = [t for t in sim.transactions.loc[in_days, "transaction_id"] if truth[t] == 1 and reports[t] >= as_of]
+    assert late and not frame.loc[frame["transaction_id"].isin(late), "label"].any()
+    # and the terminal risk features only count reports made before each snapshot: none after as_of
+    assert frame["terminal_risk_30d"].notna().mean() > 0.9
