@@ -119,3 +119,45 @@ def test_labels_not_reported_at_training_time_never_reach_the_training_set(profi
     assert late and not frame.loc[frame["transaction_id"].isin(late), "label"].any()
     # and the terminal risk features only count reports made before each snapshot: none after as_of
     assert frame["terminal_risk_30d"].notna().mean() > 0.9
+
+
+def test_online_store_rerun_rules(profile_copy, pipeline_home):
+    """Through the ``online_features`` asset, in each profile: per entity the newest snapshot wins
+    (re-running an older day does not regress the online store) and re-running a day replaces it
+    (Redis by itself would ignore a write with the same timestamp)."""
+    import dagster as dg
+
+    from resources import resources_for_profile
+    from vigil.feature_repo import CUSTOMER_VIEW, OnlineReader
+
+    paths, store = profile_copy["paths"], profile_copy["store"]
+    last = profile_copy["last_day"]
+    asset = pipeline_home["defs"].get_assets_def("online_features")
+    resources = resources_for_profile(profile_copy["profile"])
+
+    def run(day):
+        res = dg.materialize([asset], partition_key=day.isoformat(), resources=resources)
+        assert res.success
+        return {k: v.value for k, v in res.asset_materializations_for_node("online_features")[0].metadata.items()}
+
+    def online(ids):
+        rows = OnlineReader(store).read(CUSTOMER_VIEW, ids)
+        return pd.DataFrame([{"customer_id": i, **(r or {})} for i, r in zip(ids, rows)]).set_index("customer_id")
+
+    snap = lake.read_day(paths.features / "customer", last).set_index("customer_id")
+    ids = snap.index[:300].tolist()
+    run(last - timedelta(days=1))
+    run(last)
+    assert (online(ids)["customer_avg_amount_30d"] == snap.loc[ids, "customer_avg_amount_30d"]).all()
+
+    meta = run(last - timedelta(days=1))  # an older day re-run: skipped where a newer snapshot is online
+    assert meta["skipped_older"] > 0 and meta["online_store"] == ("redis" if profile_copy["profile"] == "production" else "sqlite")
+    assert (online(ids)["customer_avg_amount_30d"] == snap.loc[ids, "customer_avg_amount_30d"]).all()
+
+    v = lake.read_day(paths.validated, last)  # the day is corrected upstream and re-run
+    lake.write_day(paths.validated, last, v.assign(tx_amount=v["tx_amount"] * 2))
+    build_snapshots(paths, last)
+    fixed = lake.read_day(paths.features / "customer", last).set_index("customer_id")
+    assert not np.allclose(fixed.loc[ids, "customer_avg_amount_30d"], snap.loc[ids, "customer_avg_amount_30d"])
+    run(last)
+    np.testing.assert_allclose(online(ids)["customer_avg_amount_30d"], fixed.loc[ids, "customer_avg_amount_30d"])
