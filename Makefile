@@ -29,6 +29,7 @@ bench: .venv/.synced
 	.venv/bin/python benchmarks/pipeline.py
 	.venv/bin/python benchmarks/validation.py
 	.venv/bin/python benchmarks/backfill.py
+	.venv/bin/python benchmarks/features.py
 
 clean:
 	rm -rf .venv $(TOOLS) .vigil
