@@ -135,24 +135,28 @@ class OnlineReader:
 SNAPSHOT_FOLDERS = {CUSTOMER_VIEW: ("customer", "customer_id", CUSTOMER_ASOF), TERMINAL_VIEW: ("terminal", "terminal_id", TERMINAL_ASOF)}
 
 
-def write_online(store, paths: config.Paths, day, reader: "OnlineReader | None" = None) -> dict[str, int]:
-    """Load one day's snapshots (a partition of the offline source) into the online store.
+def write_online(store, paths: config.Paths, days, reader: "OnlineReader | None" = None) -> dict[str, int]:
+    """Load the snapshots of one day or a range of days (partitions of the offline source) into
+    the online store; for a range, only each entity's newest snapshot in it is written (the online
+    store serves nothing older), so a 6-month backfill is one write, not 183.
 
-    Incremental by partition, and safe to re-run in both profiles, which neither store is by
-    itself: SQLite overwrites whatever is there (re-running an old day would regress the online
-    store to older values), Redis ignores a write whose timestamp is not newer than the stored one
-    (re-running a fixed day would leave the old values online). The rule here, per entity: the
-    newest snapshot wins, and a snapshot with the same time as the stored one replaces it.
-    Returns rows written and rows skipped (older than what is online).
+    Safe to re-run in both profiles, which neither store is by itself: SQLite overwrites whatever
+    is there (re-running an old day would regress the online store to older values), Redis ignores
+    a write whose timestamp is not newer than the stored one (re-running a fixed day would leave the
+    old values online). The rule here, per entity: the newest snapshot wins, and a snapshot with the
+    same time as the stored one replaces it. Returns rows written and rows skipped (older than
+    what is online).
     """
     from vigil import lake
 
+    days = list(days) if isinstance(days, (list, tuple)) else [days]
     reader = reader or OnlineReader(store)
     out = {"written": 0, "skipped_older": 0}
     for view, (folder, key, asof_col) in SNAPSHOT_FOLDERS.items():
-        snap = lake.read_day(paths.features / folder, day)
-        if snap is None or snap.empty:
+        snap = lake.read_days(paths.features / folder, days)
+        if snap.empty:
             continue
+        snap = snap.sort_values(asof_col, kind="stable").drop_duplicates(key, keep="last").reset_index(drop=True)
         ids = snap[key].tolist()
         stored = [(r or {}).get(asof_col) for r in reader.read(view, ids)]
         stored = np.array([-1 if v is None else int(v) for v in stored], dtype=np.int64)
