@@ -31,6 +31,19 @@ def read_day(folder: Path, day: date, columns: list[str] | None = None) -> pd.Da
 
 
 def read_days(folder: Path, days: list[date], columns: list[str] | None = None) -> pd.DataFrame:
+    """The days' partitions concatenated. With ``columns``, one Arrow read of all the files (about
+    2x faster than a pandas read per file: the features read 37 days for every day they compute)."""
+    if columns:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        files = [str(p) for d in days if (p := day_file(folder, d)).exists()]
+        if not files:
+            return pd.DataFrame(columns=columns)
+        try:
+            return pq.read_table(files, columns=columns).to_pandas()
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            pass  # partitions whose types differ: read them one by one below
     frames = [f for d in days if (f := read_day(folder, d, columns)) is not None]
     if not frames:
         return pd.DataFrame(columns=columns) if columns else pd.DataFrame()
