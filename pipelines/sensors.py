@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
@@ -75,18 +76,45 @@ def landing_requests(paths: config.Paths, tx_source=None, label_source=None) -> 
     return out
 
 
+TABLE_LOOKBACK_DAYS = 40  # default for VIGIL_SOURCE_LOOKBACK_DAYS: late rows are noticed this many days back
+
+
+def table_requests(tx_source, label_source, cursor: dict, today: date) -> tuple[list[dg.RunRequest], dict]:
+    """One run request per closed day (before ``today``, UTC) whose rows in the source tables
+    changed since the cursor's fingerprint: a new day, late rows, corrected or deleted rows."""
+    import os
+
+    lookback = int(os.environ.get("VIGIL_SOURCE_LOOKBACK_DAYS", TABLE_LOOKBACK_DAYS))
+    since = max(config.start_date(), today - timedelta(days=lookback))
+    tx, labels = tx_source.fingerprints(since, today), label_source.fingerprints(since, today)
+    out, cursor = [], dict(cursor)
+    for day in sorted(tx):
+        sig = f"{tx[day]}|{labels.get(day, '')}"
+        if cursor.get(day.isoformat()) != sig:
+            cursor[day.isoformat()] = sig
+            out.append(dg.RunRequest(partition_key=day.isoformat(),
+                                     run_key=f"table-{day}-{hashlib.sha256(sig.encode()).hexdigest()[:16]}",
+                                     tags={"vigil/trigger": "table", "vigil/fingerprint": sig}))
+    return out, cursor
+
+
 def make_landing_sensor(daily_job) -> dg.SensorDefinition:
     @dg.sensor(name=LANDING_SENSOR, job=daily_job, minimum_interval_seconds=15,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Launches the daily pipeline for each day whose landing files (transactions or "
-                           "fraud reports) are new or newer than what the lake holds for that day.")
+                           "fraud reports) are new or newer than what the lake holds for that day; with a "
+                           "PostgreSQL source, for each closed day whose rows are new or changed.")
     def landing_file_sensor(context: dg.SensorEvaluationContext, storage: VigilStorage, source: SourceResource):
         from vigil.sources import FileSource
 
         paths = storage.paths
         tx, labels = source.transactions(paths), source.labels(paths)
-        if not isinstance(tx, FileSource):
-            return dg.SkipReason(f"source is {tx.describe()}: the daily schedule launches its runs")
+        if not isinstance(tx, FileSource):  # a table: fingerprints of each closed day
+            cursor = json.loads(context.cursor) if context.cursor else {}
+            requests, cursor = table_requests(tx, labels, cursor, datetime.now(timezone.utc).date())
+            if not requests:
+                return dg.SensorResult(skip_reason=f"no new or changed rows in {tx.describe()}", cursor=json.dumps(cursor))
+            return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
         requests = landing_requests(paths, tx, labels)
         if not requests:
             return dg.SkipReason("no new or changed landing files")

@@ -209,6 +209,19 @@ class PostgresSource:
         frame = frame.astype({c: "string" for c in frame.select_dtypes(include="object").columns})
         return _with_meta(frame, f"{self.describe()} ({self.time_column} on {day})")
 
+    def fingerprints(self, since: date, before: date) -> dict[date, str]:
+        """Per day in [since, before): row count and newest row version (``xmin``), which change
+        when rows of that day are inserted, updated or deleted (the sensor's change signal)."""
+        from psycopg import sql
+
+        table, col = self._ident()
+        query = sql.SQL("SELECT ({})::date AS day, count(*), max(xmin::text::bigint) FROM {} "
+                        "WHERE {} >= %s AND {} < %s GROUP BY 1").format(col, table, col, col)
+        with self._connect() as conn:
+            rows = conn.execute(query, (datetime.combine(since, datetime.min.time()),
+                                        datetime.combine(before, datetime.min.time()))).fetchall()
+        return {day: f"{n}:{xmin}" for day, n, xmin in rows}
+
     def unattributed(self) -> int:
         from psycopg import sql
 

@@ -86,3 +86,37 @@ def test_transactions_and_reports_from_postgres_tables(home, schema, monkeypatch
     assert lq["reasons"].tolist() == ["transaction_id:unknown_transaction"]
     meta = res.asset_materializations_for_node("raw_transactions")[0].metadata
     assert meta["rows_without_day"].value == 1  # the NULL-timestamp row is counted, not silently skipped
+
+
+def test_sensor_launches_closed_days_whose_rows_changed(home, schema, monkeypatch):
+    import dagster as dg
+
+    from pipelines.sensors import make_landing_sensor
+    from resources import PostgresTableSource, VigilStorage
+
+    conn, name = schema
+    conn.execute(f"CREATE TABLE {name}.tx (transaction_id bigint, tx_datetime timestamptz, customer_id bigint, "
+                 "terminal_id bigint, tx_amount numeric(12, 2))")
+    conn.execute(f"CREATE TABLE {name}.reports (transaction_id bigint, tx_fraud int, reported_at timestamptz)")
+    sim = simulate(n_customers=30, n_terminals=60, n_days=2, start_date=date(2025, 4, 1), seed=4)
+    with conn.cursor() as cur:
+        cur.executemany(f"INSERT INTO {name}.tx VALUES (%s, %s, %s, %s, %s)",
+                        [(int(a), b.tz_localize("UTC").to_pydatetime(), int(c), int(d), float(e))
+                         for a, b, c, d, e in sim.transactions[TX_COLUMNS].itertuples(index=False)])
+    monkeypatch.setenv("VIGIL_SOURCE_LOOKBACK_DAYS", "100000")  # the simulated days are in 2025
+    sensor = make_landing_sensor(dg.define_asset_job("j"))
+    resources = {"storage": VigilStorage(home=str(home.root)),
+                 "source": PostgresTableSource(dsn=DSN, transactions_table=f"{name}.tx", labels_table=f"{name}.reports")}
+
+    def evaluate(cursor):
+        with dg.build_sensor_context(resources=resources, cursor=cursor) as ctx:
+            return sensor(ctx)
+
+    first = evaluate(None)
+    assert [r.partition_key for r in first.run_requests] == ["2025-04-01", "2025-04-02"]
+    again = evaluate(first.cursor)
+    assert not again.run_requests and again.skip_reason  # nothing changed: nothing launched
+    conn.execute(f"INSERT INTO {name}.tx VALUES (424242, '2025-04-01T23:00:00+00', 1, 1, 12.5)")  # a late row
+    late = evaluate(again.cursor)
+    assert [r.partition_key for r in late.run_requests] == ["2025-04-01"]
+    assert late.run_requests[0].run_key != first.run_requests[0].run_key
