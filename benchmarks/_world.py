@@ -1,5 +1,6 @@
 """Build (or reuse) a small world for benchmarks: landing data, daily pipeline, a promoted model."""
 
+import json
 import os
 from datetime import date, timedelta
 from pathlib import Path
@@ -32,3 +33,11 @@ def build(home: Path, days: int, customers: int, terminals: int, seed: int = 42,
         assert r.success
         assert defs.resolve_job_def("retraining").execute_in_process(instance=instance).success
     return paths, (defs, instance, sim)
+
+
+def write_result(name: str, result: dict) -> None:
+    """``benchmarks/results/<name>.json`` (rewritten by each run), and the same on stdout."""
+    out = Path(__file__).resolve().parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))

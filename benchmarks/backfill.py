@@ -11,7 +11,6 @@ the same history): if the per-day cost grew with history, the second half would 
 """
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -87,10 +86,9 @@ def main():
         "backfill_wall_s": round(backfill_s, 1), "backfill_s_per_day": round(backfill_s / a.days, 3),
         "step_seconds": steps, "per_day_by_half": halves,
     }
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "backfill.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+    from _world import write_result
+
+    write_result("backfill", result)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -259,10 +259,9 @@ def main():
     if not a.only_pit:
         online_parts(a, paths, sim, local, mat_days, last, result)
     result["point_in_time"] = pit_bench(paths, sim, a.pit_rows, a.pit_timeout)
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / ("features_pit.json" if a.only_pit else "features.json")).write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+    from _world import write_result
+
+    write_result("features_pit" if a.only_pit else "features", result)
 
 
 def online_parts(a, paths, sim, local, mat_days, last, result):

@@ -6,7 +6,6 @@ days late in history (to show the per-day cost stays flat as history grows).
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -56,10 +55,9 @@ def main():
         "single_first_half_mean": round(sum(s["seconds"] for s in singles[:5]) / 5, 2),
         "single_second_half_mean": round(sum(s["seconds"] for s in singles[5:]) / 5, 2),
     }
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "pipeline.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+    from _world import write_result
+
+    write_result("pipeline", result)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ all in the same run so the ratios survive a noisy shared machine.
 """
 
 import argparse
-import json
 import os
 import platform
 import socket
@@ -138,10 +137,9 @@ def main():
         "in_process_scorer": pct(scorer_lat), "bare_booster": pct(booster_lat),
     }
     result["ratio_http_p50_to_booster_p50"] = round(result["http_score"]["p50_ms"] / result["bare_booster"]["p50_ms"], 1)
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "serving.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+    from _world import write_result
+
+    write_result("serving", result)
 
 
 if __name__ == "__main__":

@@ -86,10 +86,9 @@ def main():
                 "domain) → quarantine → batch statistics vs reference profile → validated partition",
         "results": results,
     }
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "validation.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+    from _world import write_result
+
+    write_result("validation", result)
 
 
 def datetime_now():

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
@@ -82,8 +83,6 @@ TABLE_LOOKBACK_DAYS = 40  # default for VIGIL_SOURCE_LOOKBACK_DAYS: late rows ar
 def table_requests(tx_source, label_source, cursor: dict, today: date) -> tuple[list[dg.RunRequest], dict]:
     """One run request per closed day (before ``today``, UTC) whose rows in the source tables
     changed since the cursor's fingerprint: a new day, late rows, corrected or deleted rows."""
-    import os
-
     lookback = int(os.environ.get("VIGIL_SOURCE_LOOKBACK_DAYS", TABLE_LOOKBACK_DAYS))
     since = max(config.start_date(), today - timedelta(days=lookback))
     tx, labels = tx_source.fingerprints(since, today), label_source.fingerprints(since, today)

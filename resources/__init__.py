@@ -54,13 +54,9 @@ class ProductionFeatureStoreResource(FeatureStoreResource):
 
 
 class SourceResource(dg.ConfigurableResource):
-    """Where the daily rows come from. Chosen by ``VIGIL_SOURCE`` (``files`` or ``postgres``)."""
-
-    def transactions(self, paths: config.Paths):
-        raise NotImplementedError
-
-    def labels(self, paths: config.Paths):
-        raise NotImplementedError
+    """Where the daily rows come from, chosen by ``VIGIL_SOURCE`` (``files`` or ``postgres``).
+    Each implementation has ``transactions(paths)`` and ``labels(paths)``, returning a
+    :mod:`vigil.sources` reader; assets and the sensor take this type."""
 
 
 class LandingFilesSource(SourceResource):

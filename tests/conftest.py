@@ -100,6 +100,15 @@ def server(pipeline_home):
         yield url
 
 
+def replay_bodies(home: dict, n: int | None = None) -> list[dict]:
+    """Request bodies for the replayed day of a pipeline home (its landing file, as read)."""
+    from vigil.replay import to_requests
+    from vigil.sources import FileSource
+
+    frame = FileSource(home["paths"].landing / "transactions").read(home["replay_day"])
+    return to_requests(frame.head(n) if n else frame)
+
+
 def copy_home(src: Path, dst: Path) -> Path:
     """A private copy of a trained home (lake, snapshots, models) without Feast's or Dagster's state,
     for tests that change data or apply Feast elsewhere."""

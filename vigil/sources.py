@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from vigil.contracts import META_COLUMNS as META
 from vigil.contracts import ContractError
-
-META = ["source_file", "source_row", "read_error"]
 SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 FORMATS = ("auto", "parquet", "csv", "jsonl")
 

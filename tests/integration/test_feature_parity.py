@@ -13,18 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import copy_home, env_set, profile_env
+from tests.conftest import copy_home, env_set, profile_env, replay_bodies
 from vigil import config, lake, prediction_log
 from vigil.features import CUSTOMER_FEATURES, MODEL_FEATURES, TERMINAL_FEATURES, build_snapshots
-from vigil.sources import FileSource
 
 pytestmark = pytest.mark.integration
-
-
-def replay_bodies(home, n):
-    from vigil.replay import to_requests
-
-    return to_requests(FileSource(home["paths"].landing / "transactions").read(home["replay_day"]).head(n))
 
 
 def test_production_profile_parity_through_the_real_endpoint(production_server, production_home):

@@ -15,7 +15,7 @@ from vigil.simulator import TX_COLUMNS, simulate
 
 pytestmark = pytest.mark.integration
 
-DSN = os.environ.get("VIGIL_TEST_PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3")
+from tests.conftest import PG_ADMIN_DSN as DSN
 
 
 @pytest.fixture()

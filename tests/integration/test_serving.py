@@ -7,18 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vigil import lake, prediction_log, registry
-from vigil.sources import FileSource
-from vigil.features import CUSTOMER_FEATURES, TERMINAL_FEATURES
-from vigil.replay import to_requests
+from tests.conftest import replay_bodies
+from vigil import prediction_log, registry
+from vigil.features import CUSTOMER_FEATURES
 
 pytestmark = pytest.mark.integration
-
-
-def replay_bodies(pipeline_home, n=None):
-    day = pipeline_home["replay_day"]
-    frame = FileSource(pipeline_home["paths"].landing / "transactions").read(day)
-    return to_requests(frame.head(n) if n else frame)
 
 
 def test_score_one_transaction(server, pipeline_home):
