@@ -25,6 +25,16 @@ def md_table(frame: pd.DataFrame, floatfmt: str = ".4f") -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.to_markdown(index=False, floatfmt=floatfmt))
 
 
+MAX_TABLE_ROWS = 100  # a metadata table stays readable (and bounded) whatever the number of files or days
+
+
+def bounded_table(frame: pd.DataFrame, limit: int = MAX_TABLE_ROWS) -> dg.MetadataValue:
+    """A markdown table of at most ``limit`` rows, saying how many were left out."""
+    if len(frame) <= limit:
+        return md_table(frame)
+    return dg.MetadataValue.md(frame.head(limit).to_markdown(index=False) + f"\n\n… {len(frame) - limit} more rows")
+
+
 def progress(context: dg.AssetExecutionContext, i: int, n: int, what: str) -> None:
     if n > 1 and (i == n - 1 or i % max(1, n // 10) == 0):
         context.log.info(f"{what}: {i + 1}/{n} days")

@@ -4,7 +4,7 @@
 import dagster as dg
 import pandas as pd
 
-from assets.common import DAILY, SINGLE_RUN, days_of, md_table, progress
+from assets.common import DAILY, SINGLE_RUN, bounded_table, days_of, md_table, progress
 from resources import SourceResource, VigilStorage
 from vigil import ingestion
 
@@ -22,17 +22,35 @@ def raw_transactions(context: dg.AssetExecutionContext, storage: VigilStorage, s
     """The day's rows copied into the lake as read (text stays text), each with its file and row."""
     from vigil.contracts import TX_REQUIRED
 
-    rows, missing = [], []
+    rows, missing, files, optional = [], [], [], {}
     days = days_of(context)
     src = source.transactions(storage.paths)
     context.log.info(f"source: {src.describe()}")
     for i, day in enumerate(days):
         landed = ingestion.land_transactions(storage.paths, day, src)
-        rows.append({"day": str(day), "rows": landed.rows, "hash": landed.content_hash, "source": landed.source_file})
+        read = [f for f in landed.files if f.status == "read"]
+        rows.append({"day": str(day), "rows": landed.rows, "files": len(read),
+                     "read_errors": sum(f.read_errors for f in read), "headers_skipped": sum(f.headers_skipped for f in read),
+                     "bytes": sum(f.bytes for f in read), "hash": landed.content_hash})
+        for f in landed.files:
+            files.append({"day": str(day), **f.as_row()})
+            if f.status != "read":
+                context.log.warning(f"{day}: {f.file} {f.status}")
+            if f.truncated_stream:
+                context.log.warning(f"{day}: {f.file}: compressed stream cut short; rows before the cut were read")
+        for c, n in landed.optional_columns.items():
+            optional[c] = optional.get(c, 0) + n
         missing += [f"{day}:{c}" for c in TX_REQUIRED if c not in landed.columns]
         progress(context, i, len(days), "landed")
     table = pd.DataFrame(rows)
-    extra = {}
+    extra = {"files": bounded_table(pd.DataFrame(files)), "files_read": sum(f["status"] == "read" for f in files),
+             "files_ignored": sum(f["status"] != "read" for f in files),
+             "optional_columns": ", ".join(f"{c} ({n} parts)" for c, n in optional.items()) or "none"}
+    if hasattr(src, "stray"):  # landing entries whose name is not a day: never read, so say so
+        stray = src.stray()
+        extra["stray_files"] = ", ".join(stray[:20]) + (f" … and {len(stray) - 20} more" if len(stray) > 20 else "") or "none"
+        if stray:
+            context.log.warning(f"{len(stray)} landing entr(y/ies) belong to no day (name must start with YYYY-MM-DD): {stray[:5]}")
     if hasattr(src, "unattributed"):  # a table: rows whose timestamp is NULL belong to no day
         extra["rows_without_day"] = src.unattributed()
         if extra["rows_without_day"]:
@@ -54,10 +72,13 @@ def raw_transactions(context: dg.AssetExecutionContext, storage: VigilStorage, s
 @dg.asset(group_name="ingestion", partitions_def=DAILY, backfill_policy=SINGLE_RUN, kinds={"pandas", "parquet"})
 def label_feed(context: dg.AssetExecutionContext, storage: VigilStorage, source: SourceResource) -> dg.MaterializeResult:
     """Fraud reports (chargebacks) as they arrive, partitioned by the day they were reported."""
-    rows = []
+    rows, files = [], []
     src = source.labels(storage.paths)
     for day in days_of(context):
         landed = ingestion.land_labels(storage.paths, day, src)
-        rows.append({"day": str(day), "reports": landed.rows, "hash": landed.content_hash})
+        rows.append({"day": str(day), "reports": landed.rows, "files": sum(f.status == "read" for f in landed.files),
+                     "read_errors": sum(f.read_errors for f in landed.files), "hash": landed.content_hash})
+        files += [{"day": str(day), **f.as_row()} for f in landed.files]
     table = pd.DataFrame(rows)
-    return dg.MaterializeResult(metadata={"reports": int(table["reports"].sum()), "partitions": md_table(table)})
+    return dg.MaterializeResult(metadata={"reports": int(table["reports"].sum()), "partitions": md_table(table),
+                                          "files": bounded_table(pd.DataFrame(files)) if files else "none"})

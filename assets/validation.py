@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.common import DAILY, SINGLE_RUN, days_of, md_table, progress
+from assets.common import DAILY, SINGLE_RUN, bounded_table, days_of, md_table, progress
 from resources import VigilStorage
 from vigil import data_profile, ingestion, registry
 from vigil.contracts import DEFAULT_AMOUNT_CEILING
@@ -76,7 +76,7 @@ def validated_transactions(context: dg.AssetExecutionContext, config: Validation
     paths = storage.paths
     tag, reference = production_reference(paths)
     context.log.info(f"reference profile: {'model ' + tag if reference else 'none (no production model yet)'}")
-    per_day, reasons, stats = [], {}, {}
+    per_day, reasons, stats, files = [], {}, {}, []
     days = days_of(context)
     for i, day in enumerate(days):
         v = ingestion.validate_transactions_day(paths, day, amount_ceiling=config.amount_ceiling,
@@ -85,6 +85,7 @@ def validated_transactions(context: dg.AssetExecutionContext, config: Validation
         r = v.result
         per_day.append({"day": str(day), "read": r.n_read, "admitted": len(r.admitted), "quarantined": len(r.quarantined),
                         "rate": r.quarantine_rate, "hash": v.content_hash, "held": "; ".join(v.held)})
+        files += [{"day": str(day), **f} for f in v.files]
         for k, n in r.reasons.items():
             reasons[k] = reasons.get(k, 0) + n
         for c in v.stats:
@@ -126,6 +127,7 @@ def validated_transactions(context: dg.AssetExecutionContext, config: Validation
             "dagster/row_count": int(table["admitted"].sum()),
             "partitions": md_table(table),
             "quarantine_reasons": md_table(reason_table) if len(reason_table) else "none",
+            "files": bounded_table(pd.DataFrame(files)) if files else "none",
             "reference_model": tag,
         },
         check_results=checks,

@@ -26,8 +26,12 @@ TX_REQUIRED = {
 LABEL_REQUIRED = {"transaction_id": "id", "tx_fraud": "int", "reported_at": "datetime"}
 DEFAULT_AMOUNT_CEILING = 10_000.0
 SOURCE_COLUMNS = ["source_file", "source_row"]
-META_COLUMNS = SOURCE_COLUMNS + ["read_error"]  # provenance added by the reader (vigil.sources)
+# provenance added by the reader (vigil.sources); ``source_text`` is a half-read row's original text
+META_COLUMNS = SOURCE_COLUMNS + ["read_error", "source_text"]
 ID_TEXT = r"\s*[0-9]{1,18}\s*"  # a well-formed identifier given as text: plain digits, fits int64
+# a decimal number as text ("6.81", "-2", ".5", "1e3"): anything else ("12,50", "NaN", "1_000") is wrong_type
+TZ_SUFFIX = r"[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?\s*(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)\s*$"  # a time with an offset
+DECIMAL_TEXT = r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*"
 
 
 class ContractError(ValueError):
@@ -81,38 +85,85 @@ def label_schema() -> pa.DataFrameSchema:
     )
 
 
-def _coerce(frame: pd.DataFrame, required: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Explicit coercion: ints and floats via to_numeric, datetimes via to_datetime (UTC, naive).
+def _parse_text(text: pd.Series, kind: str) -> tuple[pd.Series, np.ndarray]:
+    """Values of a text column by the contract's rules, exactly: ids are plain digits (parsed as
+    int64, never through a float), amounts are decimals parsed with correct rounding (Arrow's
+    parser; ``pd.to_numeric`` is off by one ulp on about one value in ten). Returns the values
+    and a mask of present texts that break the rule."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    Returns the coerced frame, a boolean frame marking values that were present but could not be
-    coerced (reason ``wrong_type``), as opposed to values that were missing (``not_nullable``), and
-    one marking identifiers that are not plain digits (``id_format``: "12.0", "1e3", " C12", "-3").
-    """
+    pattern = ID_TEXT if kind == "id" else DECIMAL_TEXT
+    text = text.astype("string[pyarrow]")
+    bad = (text.notna() & ~text.str.fullmatch(pattern).fillna(False)).to_numpy(dtype=bool)
+    arr = pa.array(text.where(~bad).to_numpy(dtype=object, na_value=None), type=pa.string())
+    values = pc.cast(pc.utf8_trim_whitespace(arr), pa.int64() if kind == "id" else pa.float64())
+    nullable = {pa.int64(): pd.Int64Dtype(), pa.float64(): pd.Float64Dtype()}
+    return pd.Series(values.to_pandas(types_mapper=nullable.get), index=text.index), bad
+
+
+def _parse_datetimes(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """ISO 8601 text → UTC (naive). A valid timestamp outside pandas' range (years 1677–2262) is
+    clipped to the range's edge, so the day and not-in-future rules judge it, and flagged."""
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        val = raw.dt.tz_convert("UTC").dt.tz_localize(None) if raw.dt.tz is not None else raw
+        return val.astype("datetime64[ns]"), np.zeros(len(raw), dtype=bool)
+    text = raw.astype("string")
+    # Offsets and naive times are parsed apart: in one call, pandas 2 applies the last offset it saw
+    # to the naive strings after it ("…T01:00" after "…+02:00" became 23:00 the day before).
+    aware = text.str.contains(TZ_SUFFIX, regex=True).fillna(False).to_numpy(dtype=bool)
+    val = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
+    if (~aware).any():
+        val[~aware] = pd.to_datetime(text[~aware], errors="coerce", format="ISO8601").astype("datetime64[ns]")
+    if aware.any():
+        val[aware] = pd.to_datetime(text[aware], errors="coerce", utc=True, format="ISO8601").dt.tz_localize(None).astype("datetime64[ns]")
+    out_of_range = np.zeros(len(raw), dtype=bool)
+    for i in np.flatnonzero((text.notna() & val.isna()).to_numpy()):
+        try:
+            ts = datetime.fromisoformat(str(text.iloc[i]).strip())
+        except ValueError:
+            continue  # not a timestamp at all: wrong_type
+        val.iloc[i] = pd.Timestamp.max.floor("us") if ts.year > 2000 else pd.Timestamp.min.ceil("us")
+        out_of_range[i] = True
+    return val, out_of_range
+
+
+def _coerce(frame: pd.DataFrame, required: dict[str, str]) -> tuple[pd.DataFrame, list[tuple[str, str, np.ndarray]]]:
+    """Explicit coercion of the required columns, from text by the contract's rules or from a typed
+    column (Parquet, a table). Returns the coerced frame and the rule each value breaks, as
+    ``(column, rule, mask)``: ``id_format`` (an id that is not plain digits: "12.0", "1e3", " C12"),
+    ``wrong_type`` (present but not a value of the type), ``not_nullable`` (missing or blank),
+    ``out_of_range`` (a valid timestamp beyond what can be stored)."""
     out = frame.copy()
-    bad = pd.DataFrame(False, index=frame.index, columns=list(required))
-    bad_id = pd.DataFrame(False, index=frame.index, columns=list(required))
+    flags: list[tuple[str, str, np.ndarray]] = []
     for col, kind in required.items():
         raw = frame[col]
-        if kind == "id" and not pd.api.types.is_numeric_dtype(raw):
-            text = raw.astype("string[pyarrow]")  # vectorised regex (Arrow), not a Python loop
-            bad_id[col] = (text.notna() & ~text.str.fullmatch(ID_TEXT).fillna(False)).to_numpy(dtype=bool)
-            raw = text.where(~bad_id[col].to_numpy())
+        texty = not pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_datetime64_any_dtype(raw)
+        if texty:
+            raw = raw.astype("string")
+            raw = raw.where(raw.str.strip() != "")  # a blank field is a missing value
+        missing = raw.isna().to_numpy()
+        format_bad = np.zeros(len(raw), dtype=bool)
         if kind == "datetime":
-            if pd.api.types.is_datetime64_any_dtype(raw):
-                val = raw.dt.tz_convert("UTC").dt.tz_localize(None) if raw.dt.tz is not None else raw
-            else:
-                val = pd.to_datetime(raw, errors="coerce", utc=True, format="mixed").dt.tz_localize(None)
-            out[col] = val.astype("datetime64[ns]")
+            val, out_of_range = _parse_datetimes(raw)
+            if out_of_range.any():
+                flags.append((col, "out_of_range", out_of_range))
+        elif texty and kind in ("id", "float"):
+            val, format_bad = _parse_text(raw, kind)
         else:
-            num = pd.to_numeric(raw, errors="coerce")
-            if kind in ("int", "id"):
-                frac = num.notna() & (num != np.floor(num.fillna(0)))
-                num = num.where(~frac)
-                out[col] = num.astype("Float64").astype("Int64")
-            else:
-                out[col] = num.astype("float64")
-        bad[col] = raw.notna() & out[col].isna()
-    return out, bad, bad_id
+            val = pd.to_numeric(raw, errors="coerce")
+        if kind in ("int", "id") and pd.api.types.is_float_dtype(val):
+            frac = val.notna() & (val != np.floor(val.fillna(0)))
+            val = val.where(~frac).astype("Float64")
+        out[col] = val.astype("Int64") if kind in ("int", "id") else (val.astype("float64") if kind == "float" else val)
+        if kind == "id" and texty:
+            flags.append((col, "id_format", format_bad))
+        wrong = ~missing & ~format_bad & out[col].isna().to_numpy()
+        if kind == "float" and texty:
+            wrong |= format_bad
+        flags.append((col, "wrong_type", wrong))
+        flags.append((col, "not_nullable", missing))
+    return out, flags
 
 
 RowRule = Callable[[pd.DataFrame], dict[int, list[str]]]
@@ -133,18 +184,14 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, required: dict[str
     frame = frame.reset_index(drop=True)
     meta = frame[[c for c in META_COLUMNS if c in frame.columns]]
     frame = frame.drop(columns=meta.columns)
-    coerced, bad_type, bad_id = _coerce(frame, required)
+    coerced, flags = _coerce(frame, required)
     reasons: dict[int, list[str]] = {}
     if "read_error" in meta:
         for i in np.flatnonzero(meta["read_error"].notna().to_numpy()):
             reasons.setdefault(int(i), []).append(str(meta["read_error"].iloc[i]))
-    for col in required:
-        for i in np.flatnonzero(bad_id[col].to_numpy()):
-            reasons.setdefault(int(i), []).append(f"{col}:id_format")
-        for i in np.flatnonzero(bad_type[col].to_numpy()):
-            reasons.setdefault(int(i), []).append(f"{col}:wrong_type")
-        for i in np.flatnonzero((frame[col].isna()).to_numpy()):
-            reasons.setdefault(int(i), []).append(f"{col}:not_nullable")
+    for col, rule, mask in flags:
+        for i in np.flatnonzero(mask):
+            reasons.setdefault(int(i), []).append(f"{col}:{rule}")
     # Rows with type problems are judged on the rest of their values by pandera too, so a
     # row's reason list is complete; their nulls are already explained above.
     try:
@@ -173,6 +220,10 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, required: dict[str
     # where the row came from: the reader's provenance, else the batch's file and position
     quarantined["source_file"] = meta["source_file"].to_numpy()[mask] if "source_file" in meta else source_file
     quarantined["source_row"] = meta["source_row"].to_numpy()[mask] if "source_row" in meta else bad_rows + 1
+    # a half-read row's original text: its fields above may be incomplete
+    quarantined["source_text"] = (meta["source_text"].to_numpy()[mask] if "source_text" in meta
+                                  else pd.Series([None] * int(mask.sum()), dtype="string"))
+    quarantined["source_text"] = quarantined["source_text"].astype("string")
     counts: dict[str, int] = {}
     for lst in reasons.values():
         for code in lst:

@@ -7,7 +7,8 @@ A day is all-or-nothing: a file that cannot be read or lacks a required column r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
@@ -15,13 +16,14 @@ import pandas as pd
 from vigil import lake
 from vigil.config import LABEL_MATURITY_DAYS, Paths
 from vigil.features import HISTORY_DAYS
-from vigil.contracts import DEFAULT_AMOUNT_CEILING, ContractError, ValidationResult, validate_labels, validate_transactions
+from vigil.contracts import (DEFAULT_AMOUNT_CEILING, LABEL_REQUIRED, TX_REQUIRED, ContractError, ValidationResult,
+                             validate_labels, validate_transactions)
 from vigil.data_profile import StatCheck, Thresholds, check_day
-from vigil.sources import FileSource, PostgresSource
+from vigil.sources import DayBatch, FileReport, FileSource, PostgresSource
 
 Source = FileSource | PostgresSource
 EMPTY_LABELS = {"transaction_id": "int64", "tx_fraud": "int64", "reported_at": "datetime64[ns]"}
-META_TYPES = {"source_file": "string", "source_row": "int64", "read_error": "string"}
+META_TYPES = {"source_file": "string", "source_row": "int64", "read_error": "string", "source_text": "string"}
 
 
 @dataclass
@@ -31,6 +33,8 @@ class Landed:
     rows: int
     content_hash: str
     columns: list[str]
+    files: list[FileReport] = field(default_factory=list)  # every file of the day: read or ignored, with counts
+    optional_columns: dict[str, int] = field(default_factory=dict)  # column -> parts that have it
 
 
 @dataclass
@@ -40,6 +44,7 @@ class Validated:
     content_hash: str
     stats: list[StatCheck] = field(default_factory=list)
     held: list[str] = field(default_factory=list)  # why the day was held back (empty: admitted to the lake)
+    files: list[dict] = field(default_factory=list)  # per file: bytes, rows read, admitted, quarantined
 
 
 def default_sources(paths: Paths) -> tuple[Source, Source]:
@@ -47,30 +52,60 @@ def default_sources(paths: Paths) -> tuple[Source, Source]:
     return FileSource(paths.landing / "transactions"), FileSource(paths.landing / "labels")
 
 
+MANIFEST = ".files.json"
+
+
+def _land(folder, day: date, batch: DayBatch, frame: pd.DataFrame) -> Landed:
+    """Write the day's rows and its manifest (the account of every file) beside them."""
+    lake.write_day(folder, day, frame)
+    lake.day_file(folder, day, MANIFEST).write_text(json.dumps(
+        {"files": [asdict(f) for f in batch.files], "optional_columns": batch.extra_columns}, indent=1))
+    files = sorted(frame["source_file"].unique())
+    return Landed(day, ", ".join(map(str, files)), len(frame), lake.content_hash(frame), list(frame.columns),
+                  batch.files, batch.extra_columns)
+
+
+def manifest(folder, day: date) -> dict:
+    f = lake.day_file(folder, day, MANIFEST)
+    return json.loads(f.read_text()) if f.exists() else {"files": [], "optional_columns": {}}
+
+
 def land_transactions(paths: Paths, day: date, source: Source | None = None) -> Landed:
     """Copy the day's rows, as read, into the raw lake. No rows at all blocks the day: a card
     network without a single transaction in a day is an outage upstream, not data."""
     source = source or default_sources(paths)[0]
-    frame = source.read(day)
-    if frame is None:
-        raise ContractError(f"no transactions for {day} in {source.describe()} (.parquet, .csv or .jsonl file, or a folder of them)")
-    if frame.empty:
-        where = ", ".join(map(str, source.files(day))) if isinstance(source, FileSource) else source.describe()
+    batch = source.read_day(day, required=tuple(TX_REQUIRED))
+    if batch.frame is None:
+        ignored = [f.file for f in batch.files]
+        raise ContractError(f"no transactions for {day} in {source.describe()} (.parquet, .csv or .jsonl file, "
+                            f"optionally compressed, or a folder of them)" + (f"; ignored: {ignored}" if ignored else ""))
+    if batch.frame.empty:
+        where = ", ".join(f.file for f in batch.files if f.status == "read")
         raise ContractError(f"{where}: no transaction rows for {day} (header only?)")
-    files = sorted(frame["source_file"].unique())
-    lake.write_day(paths.raw, day, frame)
-    return Landed(day, ", ".join(map(str, files)), len(frame), lake.content_hash(frame), list(frame.columns))
+    return _land(paths.raw, day, batch, batch.frame)
 
 
 def land_labels(paths: Paths, day: date, source: Source | None = None) -> Landed:
     """Fraud reports *reported* on ``day``. A day without reports is an empty, valid partition."""
     source = source or default_sources(paths)[1]
-    frame = source.read(day)
+    batch = source.read_day(day, required=tuple(LABEL_REQUIRED))
+    frame = batch.frame
     if frame is None:
         frame = pd.DataFrame({c: pd.Series([], dtype=t) for c, t in {**EMPTY_LABELS, **META_TYPES}.items()})
-    lake.write_day(paths.lake / "raw_labels", day, frame)
-    files = sorted(frame["source_file"].unique())
-    return Landed(day, ", ".join(map(str, files)), len(frame), lake.content_hash(frame), list(frame.columns))
+    return _land(paths.lake / "raw_labels", day, batch, frame)
+
+
+def per_file(raw: pd.DataFrame, result: ValidationResult, files: list[dict]) -> list[dict]:
+    """Rows read, admitted and quarantined per landing file (ignored files listed with zeros)."""
+    read = raw["source_file"].value_counts() if "source_file" in raw else pd.Series(dtype="int64")
+    quarantined = result.quarantined["source_file"].value_counts() if len(result.quarantined) else pd.Series(dtype="int64")
+    out = []
+    for f in files or [{"file": name, "bytes": 0, "status": "read"} for name in read.index]:
+        n, q = int(read.get(f["file"], 0)), int(quarantined.get(f["file"], 0))
+        out.append({"file": f["file"], "status": f.get("status", "read"), "bytes": f.get("bytes", 0), "read": n,
+                    "admitted": n - q, "quarantined": q, "read_errors": f.get("read_errors", 0),
+                    "headers_skipped": f.get("headers_skipped", 0)})
+    return out
 
 
 def validate_transactions_day(paths: Paths, day: date, now: datetime | None = None,
@@ -108,12 +143,8 @@ def validate_transactions_day(paths: Paths, day: date, now: datetime | None = No
         lake.write_day(paths.validated, day, result.admitted)
         for suffix in (".parquet", ".txt"):
             lake.day_file(paths.held, day, suffix).unlink(missing_ok=True)
-    return Validated(day, result, lake.content_hash(result.admitted), stats, held)
-
-
-def held_reason(paths: Paths, day: date) -> str | None:
-    f = lake.day_file(paths.held, day, ".txt")
-    return f.read_text().strip() if f.exists() else None
+    files = per_file(raw, result, manifest(paths.raw, day)["files"])
+    return Validated(day, result, lake.content_hash(result.admitted), stats, held, files)
 
 
 def validate_labels_day(paths: Paths, day: date) -> Validated:

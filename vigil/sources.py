@@ -1,113 +1,366 @@
 """Where a day's raw rows come from: landing files or a PostgreSQL table.
 
-Whatever the source, every row leaves the reader with its provenance (``source_file``,
-``source_row``) and, when the reader could only half-read it (a truncated last line, a malformed
-JSON line, too many fields), a ``read_error`` reason, so validation quarantines that one row
-instead of losing it or failing the whole file. A file that cannot be read at all (wrong encoding,
-corrupt Parquet, zero bytes) raises :class:`ContractError` naming the file: nothing of the day is
-admitted until the source is fixed.
+Every file of a day is accounted for: read (plain or compressed), or refused with a
+:class:`ContractError` that names it and says why; hidden files (a leading dot, the convention for
+uploads in progress) are listed as ignored. Nothing is skipped without a word.
+
+Text formats are read as text: every field keeps the characters the source wrote, and the
+contract (:mod:`vigil.contracts`) parses ids, amounts and timestamps from that text with its own
+rules, so no reader's type guess (an id turned float by one bad line) reaches a good row. A row
+the reader can only half-read (a cut last line, a malformed JSON line, a wrong number of fields)
+leaves with a ``read_error`` and its original text (``source_text``), and validation quarantines
+that row alone. Every row carries its provenance (``source_file``, ``source_row``).
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
 import io
 import json
-from dataclasses import dataclass
+import lzma
+import zlib
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from vigil.contracts import META_COLUMNS as META
 from vigil.contracts import ContractError
+
 SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd"}
 FORMATS = ("auto", "parquet", "csv", "jsonl")
+MAX_FILE_BYTES = 1 << 30  # one landing file, after decompression: larger files are refused, not half-read
+MAX_SOURCE_TEXT = 4096  # characters of a malformed row's original text kept in the quarantine
 
 
-def _with_meta(frame: pd.DataFrame, source: str, read_error: list | None = None) -> pd.DataFrame:
+@dataclass
+class FileReport:
+    """What became of one landing file."""
+
+    file: str
+    bytes: int  # on disk (compressed size for a compressed file)
+    format: str  # e.g. "csv", "jsonl+gzip", "parquet", "table"
+    status: str = "read"  # read | ignored: <why>
+    rows: int = 0  # data rows read, including those with a read error
+    read_errors: int = 0  # rows the reader could only half-read: quarantined by validation
+    headers_skipped: int = 0  # header lines repeated inside a CSV (recognised, not data)
+    truncated_stream: bool = False  # a compressed stream cut short: what came before the cut is read
+    columns: list[str] = field(default_factory=list)
+
+    def as_row(self) -> dict:
+        row = asdict(self)
+        row["columns"] = len(self.columns)
+        return row
+
+
+@dataclass
+class DayBatch:
+    """A day's rows from every file, and the account of every file."""
+
+    frame: pd.DataFrame | None
+    files: list[FileReport]
+    extra_columns: dict[str, int] = field(default_factory=dict)  # optional column -> parts that have it
+
+    @property
+    def parts(self) -> int:
+        return sum(f.status == "read" for f in self.files)
+
+
+def _with_meta(frame: pd.DataFrame, source: str, rows=None, errors=None, texts=None) -> pd.DataFrame:
+    n = len(frame)
     frame = frame.reset_index(drop=True)
     frame["source_file"] = source
-    frame["source_row"] = pd.RangeIndex(1, len(frame) + 1)  # 1-based data row (the header is not a row)
-    frame["read_error"] = pd.Series(read_error if read_error is not None else [None] * len(frame), dtype="string")
+    # 1-based data row in the file (the first header is not a row; repeated headers and blank lines are)
+    frame["source_row"] = np.asarray(rows, dtype=np.int64) if rows is not None else np.arange(1, n + 1, dtype=np.int64)
+    frame["read_error"] = pd.Series(errors if errors is not None else [None] * n, dtype="string")
+    frame["source_text"] = pd.Series(texts if texts is not None else [None] * n, dtype="string")
     return frame
 
 
-def _decode(path: Path, data: bytes, encoding: str) -> str:
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_SOURCE_TEXT else f"{text[:MAX_SOURCE_TEXT]}…[{len(text) - MAX_SOURCE_TEXT} more characters]"
+
+
+def _decode(name: str, data: bytes, encoding: str) -> str:
     enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding  # tolerate a BOM
     try:
         return data.decode(enc)
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ContractError(
-            f"{path}: line {line} is not valid {encoding} (byte {exc.start}: {data[exc.start:exc.start + 4]!r}); "
+            f"{name}: line {line} is not valid {encoding} (byte {exc.start}: {data[exc.start:exc.start + 4]!r}); "
             f"if the file uses another encoding, set VIGIL_SOURCE_ENCODING (e.g. latin-1)"
         ) from exc
+    except LookupError as exc:
+        raise ContractError(f"{name}: unknown encoding {encoding!r} (VIGIL_SOURCE_ENCODING)") from exc
 
 
-def _csv_rowwise(text: str) -> tuple[pd.DataFrame, list]:
-    """Slow path for a CSV that pandas' C parser rejects: keep every row, flag the odd ones."""
-    rows = [r for r in csv.reader(io.StringIO(text)) if r]
-    header, body = rows[0], rows[1:]
-    n = len(header)
-    errors = [None if len(r) == n else ("row:too_many_fields" if len(r) > n else "row:missing_fields") for r in body]
-    body = [(r + [None] * n)[:n] for r in body]
-    return pd.DataFrame(body, columns=header, dtype="string"), errors
+def _too_big(name: str) -> ContractError:
+    return ContractError(f"{name}: larger than {MAX_FILE_BYTES} bytes once decompressed; split it into parts "
+                         f"(a folder per day) so no single file exceeds the limit")
 
 
-def _read_csv(path: Path, text: str) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=True)
-        errors = [None] * len(frame)
-    except pd.errors.EmptyDataError as exc:
-        raise ContractError(f"{path}: empty file (no header, no rows)") from exc
-    except pd.errors.ParserError:
-        frame, errors = _csv_rowwise(text)
-    # A last line without its newline and with fewer fields than the header was cut in transfer.
-    if len(frame) and not text.endswith(("\n", "\r")):
-        last = next(csv.reader(io.StringIO(text.rstrip().splitlines()[-1])), [])
-        if len(last) < len(frame.columns):
-            errors[-1] = "row:truncated"
-    return _with_meta(frame, str(path), errors)
+def _decompress(name: str, data: bytes, kind: str) -> tuple[bytes, bool]:
+    """(decompressed bytes, whether the stream was cut short). A stream cut short keeps what came
+    before the cut (the cut row is then quarantined as truncated); a corrupt stream refuses the file."""
+    if kind == "zstd":
+        import pyarrow as pa
 
-
-def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
-    try:
-        return _with_meta(pd.read_json(io.StringIO(text), lines=True, dtype=False), str(path))
-    except ValueError:
-        pass
-    records, errors = [], []
-    for line in (l for l in text.splitlines() if l.strip()):
+        stream, out, cut = pa.CompressedInputStream(pa.BufferReader(data), "zstd"), [], False
         try:
-            rec = json.loads(line)
-            ok = isinstance(rec, dict)
-        except ValueError:
-            rec, ok = {}, False
-        records.append(rec if ok else {})
-        errors.append(None if ok else "row:malformed_json")
-    return _with_meta(pd.DataFrame.from_records(records), str(path), errors)
+            while chunk := stream.read(1 << 20):
+                out.append(chunk)
+                if sum(map(len, out)) > MAX_FILE_BYTES:
+                    raise _too_big(name)
+        except OSError as exc:  # pyarrow: "Truncated compressed stream" or a corrupt frame
+            if "runcated" not in str(exc):
+                raise ContractError(f"{name}: corrupt zstd stream: {exc}") from exc
+            cut = True
+        return b"".join(out), cut
+    factory = {"gzip": lambda: zlib.decompressobj(wbits=47), "bz2": bz2.BZ2Decompressor, "xz": lzma.LZMADecompressor}[kind]
+    out, rest, size = [], data, 0
+    while rest:  # concatenated members (cat a.gz b.gz) are one valid stream
+        d = factory()
+        try:
+            chunk = d.decompress(rest, MAX_FILE_BYTES + 1 - size)
+        except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
+            raise ContractError(f"{name}: corrupt {kind} stream: {exc}") from exc
+        out.append(chunk)
+        size += len(chunk)
+        if size > MAX_FILE_BYTES:
+            raise _too_big(name)
+        if not d.eof:
+            return b"".join(out), True
+        rest = d.unused_data
+        if kind == "gzip" and not rest.strip(b"\0"):
+            break
+    return b"".join(out), False
 
 
-def read_file(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> pd.DataFrame:
-    """One landing file as read (text stays text; validation owns coercion), plus provenance."""
+def _csv_fields(text: str) -> list[str]:
+    return next(csv.reader(io.StringIO(text)), [])
+
+
+def _read_csv(name: str, text: str, cut: bool) -> tuple[pd.DataFrame, FileReport]:
+    """Every field as text, exactly as written; empty fields are missing. Rows with the wrong number
+    of fields are kept in place with a read error and their original text."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    header = _csv_fields(text.lstrip("\ufeff"))
+    if not header:
+        raise ContractError(f"{name}: empty file (no header, no rows)")
+    dupes = sorted({c for c in header if header.count(c) > 1})
+    if dupes:
+        raise ContractError(f"{name}: header names column(s) {dupes} more than once")
+    invalid: list[tuple[int, str]] = []
+
+    def on_invalid(row) -> str:
+        invalid.append((row.number, row.text))
+        return "skip"
+
+    try:
+        table = pcsv.read_csv(
+            pa.BufferReader(text.encode("utf-8")),
+            read_options=pcsv.ReadOptions(use_threads=False, block_size=1 << 24),  # row numbers need one thread
+            parse_options=pcsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+            convert_options=pcsv.ConvertOptions(column_types={c: pa.string() for c in header}, null_values=[""],
+                                                strings_can_be_null=True, quoted_strings_can_be_null=False))
+    except pa.ArrowInvalid as exc:
+        raise ContractError(f"{name}: cannot read CSV: {exc}") from exc
+    good = table.to_pandas(types_mapper=lambda t: pd.StringDtype() if t == pa.string() else None)
+    n = len(good) + len(invalid)
+    is_bad = np.zeros(n, dtype=bool)
+    bad_pos = np.array([num - 2 for num, _ in invalid], dtype=np.int64)  # record number counts the header as 1
+    is_bad[bad_pos] = True
+    frame = pd.DataFrame({c: pd.Series(pd.NA, index=range(n), dtype="string") for c in header})
+    frame.loc[~is_bad, header] = good[header].to_numpy()
+    errors: list = [None] * n
+    texts: list = [None] * n
+    width = len(header)
+    for (num, raw), pos in zip(invalid, bad_pos):
+        fields = _csv_fields(raw)
+        frame.iloc[pos, :width] = (fields + [None] * width)[:width]
+        errors[pos] = "row:too_many_fields" if len(fields) > width else "row:missing_fields"
+        texts[pos] = _clip(raw)
+    last_open = n and not text.endswith(("\n", "\r"))
+    if n and (cut or (last_open and errors[-1] == "row:missing_fields")):
+        errors[-1] = "row:truncated"  # the last line was cut in transfer (or the stream ended early)
+        texts[-1] = texts[-1] or _clip(text[text.rstrip("\r\n").rfind("\n") + 1:])
+    # a header line repeated inside the file (files concatenated with their headers) is not data
+    repeated = (frame[header] == pd.Series(header, index=header)).all(axis=1).to_numpy() & ~is_bad
+    rows = np.arange(1, n + 1)
+    frame = _with_meta(frame, name, rows, errors, texts)
+    if repeated.any():
+        frame = frame.loc[~repeated].reset_index(drop=True)
+    report = FileReport(name, 0, "csv", rows=len(frame), read_errors=int(frame["read_error"].notna().sum()),
+                        headers_skipped=int(repeated.sum()), truncated_stream=cut, columns=header)
+    return frame, report
+
+
+_JSON_ERR = "row:malformed_json"
+
+
+def _json_text(value) -> str | None:
+    """A JSON value as the text the source wrote: numbers keep their digits (6.81 stays "6.81")."""
+    if value is None:
+        return None
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))  # an object or array in a field: kept as JSON text
+
+
+def _no_duplicate_keys(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("duplicate key")
+    return dict(pairs)
+
+
+def _read_jsonl(name: str, text: str, cut: bool) -> tuple[pd.DataFrame, FileReport]:
+    """One JSON object per line. Numbers are kept as their text (``parse_float=str``), so the contract
+    parses them exactly; a line that is not one JSON object is quarantined with its text."""
+    records, rows, errors, texts = [], [], [], []
+    lines = text.lstrip("\ufeff").split("\n")  # not splitlines(): U+2028 and friends are legal inside JSON strings
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line, parse_float=str, parse_int=str, parse_constant=str, object_pairs_hook=_no_duplicate_keys)
+            error = None if isinstance(rec, dict) else "row:not_an_object"
+        except ValueError as exc:
+            rec, error = None, ("row:duplicate_key" if str(exc) == "duplicate key" else _JSON_ERR)
+        if error:
+            records.append({})
+            texts.append(_clip(line.rstrip("\r")))
+        else:
+            records.append({k: _json_text(v) for k, v in rec.items()})
+            texts.append(None)
+        rows.append(i)
+        errors.append(error)
+    if cut and errors:
+        errors[-1], texts[-1] = "row:truncated", _clip(lines[rows[-1] - 1])
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    frame = pd.DataFrame.from_records(records, columns=columns).astype("string") if records else pd.DataFrame(columns=columns)
+    frame = _with_meta(frame.astype("string"), name, rows, errors, texts)
+    report = FileReport(name, 0, "jsonl", rows=len(frame), read_errors=int(frame["read_error"].notna().sum()),
+                        truncated_stream=cut, columns=columns)
+    return frame, report
+
+
+def _kind(path: Path, fmt: str) -> tuple[str | None, str | None]:
+    """(format, compression) from the name: ``day.csv.gz`` is gzip-compressed CSV."""
+    suffixes = [s.lower() for s in path.suffixes]
+    compression = COMPRESSIONS.get(suffixes[-1]) if suffixes else None
+    inner = suffixes[-2] if compression and len(suffixes) > 1 else (suffixes[-1] if suffixes and not compression else "")
+    return (SUFFIXES.get(inner) if fmt == "auto" else fmt), compression
+
+
+def read_file(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> tuple[pd.DataFrame, FileReport]:
+    """One landing file as read (text stays text; validation owns coercion), plus provenance and
+    its account. Anything that cannot be read row by row raises :class:`ContractError` naming it."""
     path = Path(path)
-    kind = SUFFIXES.get(path.suffix.lower()) if fmt == "auto" else fmt
+    name = str(path)
+    kind, compression = _kind(path, fmt)
     if kind not in ("parquet", "csv", "jsonl"):
-        raise ContractError(f"{path}: unsupported landing format {path.suffix!r}; use {sorted(SUFFIXES)} or set VIGIL_SOURCE_FORMAT")
-    if path.stat().st_size == 0:
-        raise ContractError(f"{path}: empty file (0 bytes)")
+        raise ContractError(f"{name}: unsupported landing format {''.join(path.suffixes) or '(no suffix)'!r}: use "
+                            f"{', '.join(sorted(SUFFIXES))}, optionally compressed ({', '.join(sorted(COMPRESSIONS))}), "
+                            f"or set VIGIL_SOURCE_FORMAT")
+    size = path.stat().st_size
+    if size == 0:
+        raise ContractError(f"{name}: empty file (0 bytes)")
+    if size > MAX_FILE_BYTES:
+        raise _too_big(name)
+    data, cut = path.read_bytes(), False
+    if compression:
+        data, cut = _decompress(name, data, compression)
+        if not data:
+            raise ContractError(f"{name}: the {compression} stream holds no data" + (" (cut short)" if cut else ""))
     if kind == "parquet":
+        if cut:
+            raise ContractError(f"{name}: the {compression} stream was cut short; a partial Parquet file cannot be read")
         try:
-            return _with_meta(pd.read_parquet(path), str(path))
+            frame = pd.read_parquet(io.BytesIO(data))
         except Exception as exc:  # truncated or corrupt: pyarrow's message says which part
-            raise ContractError(f"{path}: cannot read Parquet file: {type(exc).__name__}: {exc}") from exc
-    text = _decode(path, path.read_bytes(), encoding)
-    return _read_csv(path, text) if kind == "csv" else _read_jsonl(path, text)
+            raise ContractError(f"{name}: cannot read Parquet file: {type(exc).__name__}: {exc}") from exc
+        frame, report = _with_meta(frame, name), FileReport(name, 0, "parquet", rows=len(frame), columns=list(frame.columns))
+    else:
+        text = _decode(name, data, encoding)
+        frame, report = (_read_csv if kind == "csv" else _read_jsonl)(name, text, cut)
+    report.bytes = size
+    report.format = kind + (f"+{compression}" if compression else "")
+    return frame, report
+
+
+def _as_text(s: pd.Series) -> pd.Series:
+    """A typed column as the text that denotes the same value, for parts whose types differ (a
+    Parquet part beside a CSV part): ints as digits, integral floats as digits (a Parquet writer's
+    int-with-nulls), other floats as their shortest exact repr, timestamps in ISO 8601."""
+    if isinstance(s.dtype, pd.StringDtype):
+        return s
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return s.map({True: "true", False: "false"}).astype("string")
+    if pd.api.types.is_integer_dtype(s.dtype):
+        return s.astype("string")
+    if pd.api.types.is_float_dtype(s.dtype):
+        v = s.astype("float64")
+        integral = (v.notna() & np.isfinite(v.fillna(0)) & (v == np.floor(v.fillna(0))) & (v.abs() < 2**53)).to_numpy()
+        out = v.astype("string")
+        out[integral] = v[integral].astype("int64").astype("string")
+        return out
+    if pd.api.types.is_datetime64_any_dtype(s.dtype):
+        return s.map(lambda t: None if pd.isna(t) else t.isoformat()).astype("string")
+    return s.map(lambda v: None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
+                 else (v if isinstance(v, str) else str(v))).astype("string")
+
+
+def _nullable(dtype) -> str | object:
+    if pd.api.types.is_bool_dtype(dtype):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "Int64"
+    return dtype
+
+
+def combine(parts: list[pd.DataFrame], required=()) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The parts of one day as one frame. Columns may differ between parts beyond the required
+    ones: an optional column is kept where present and null elsewhere. A column typed differently
+    by two parts is carried as text in both (the contract parses it). Returns the frame and the
+    optional columns with the number of parts that have each."""
+    parts = [f.astype({c: "string" for c in f.select_dtypes(include="object").columns}) for f in parts]
+    data_cols = list(dict.fromkeys(c for f in parts for c in f.columns if c not in META))
+    optional = {c: sum(c in f.columns for f in parts) for c in data_cols if c not in required}
+    if len(parts) == 1:
+        return parts[0], optional
+    for c in data_cols:
+        having = [f for f in parts if c in f.columns]
+        dtypes = {str(f[c].dtype) for f in having}
+        if len(dtypes) > 1:
+            for f in having:
+                f[c] = _as_text(f[c])
+            dtype = "string"
+        else:
+            dtype = _nullable(having[0][c].dtype)
+            for f in having:
+                f[c] = f[c].astype(dtype)
+        for f in parts:
+            if c not in f.columns:
+                f[c] = pd.Series(index=f.index, dtype=dtype)
+    return pd.concat([f[data_cols + [m for m in META if m in f.columns]] for f in parts], ignore_index=True), optional
+
+
+IGNORED_PREFIXES = (".", "_")  # uploads in progress (.part) and markers (_SUCCESS), by Hadoop/Spark convention
 
 
 @dataclass(frozen=True)
 class FileSource:
-    """``<folder>/<YYYY-MM-DD>.<ext>`` or every file in ``<folder>/<YYYY-MM-DD>/`` (parts of one day)."""
+    """``<folder>/<YYYY-MM-DD>.<ext>`` and every file in ``<folder>/<YYYY-MM-DD>/`` (parts of one day)."""
 
     folder: Path
     format: str = "auto"
@@ -117,26 +370,30 @@ class FileSource:
         if self.format not in FORMATS:
             raise ValueError(f"source format must be one of {FORMATS}, got {self.format!r}")
 
-    def _readable(self, p: Path) -> bool:
-        return p.is_file() and not p.name.startswith(".") and (self.format != "auto" or p.suffix.lower() in SUFFIXES)
-
-    def files(self, day: date) -> list[Path]:
+    def _entries(self, day: date) -> list[Path]:
         folder = Path(self.folder)
         part_dir = folder / day.isoformat()
-        if part_dir.is_dir():
-            return sorted(p for p in part_dir.iterdir() if self._readable(p))
-        return sorted(p for p in folder.glob(f"{day.isoformat()}.*") if self._readable(p))[:1]
+        inside = sorted(part_dir.iterdir()) if part_dir.is_dir() else []
+        return inside + sorted(p for p in folder.glob(f"{day.isoformat()}.*"))
+
+    def files(self, day: date) -> list[Path]:
+        """Every file the day is made of: each is read or refused, none is skipped."""
+        return [p for p in self._entries(day) if not p.name.startswith(IGNORED_PREFIXES)]
+
+    def ignored(self, day: date) -> list[Path]:
+        return [p for p in self._entries(day) if p.name.startswith(IGNORED_PREFIXES)]
 
     def days(self) -> list[date]:
-        out = set()
-        for p in Path(self.folder).glob("*") if Path(self.folder).exists() else []:
-            try:
-                day = date.fromisoformat(p.name.split(".")[0])
-            except ValueError:
-                continue
-            if self.files(day):
-                out.add(day)
-        return sorted(out)
+        return sorted(d for d in map(_day_of, self._top()) if d is not None and self.files(d))
+
+    def _top(self) -> list[Path]:
+        folder = Path(self.folder)
+        return sorted(folder.iterdir()) if folder.is_dir() else []
+
+    def stray(self) -> list[str]:
+        """Entries of the landing folder that belong to no day (their name does not start with a
+        date): they are never read, and the ingestion metadata names them."""
+        return [p.name for p in self._top() if _day_of(p) is None and not p.name.startswith(IGNORED_PREFIXES)]
 
     def signature(self, day: date) -> str:
         """Changes whenever a file of the day is added, removed or rewritten (the sensor's run key)."""
@@ -148,21 +405,36 @@ class FileSource:
     def describe(self) -> str:
         return f"files {self.folder} (format {self.format}, encoding {self.encoding})"
 
+    def read_day(self, day: date, required=()) -> DayBatch:
+        """Every file of the day, read or refused. A file lacking a required column refuses the day."""
+        reports = [FileReport(str(p), p.stat().st_size if p.is_file() else 0, "-",
+                              status=f"ignored: name starts with {p.name[0]!r} (upload in progress or marker)")
+                   for p in self.ignored(day)]
+        frames = []
+        for p in self.files(day):
+            if p.is_dir():
+                raise ContractError(f"{p}: a folder inside the day's folder; put every part of {day} directly in "
+                                    f"{Path(self.folder) / day.isoformat()}")
+            frame, report = read_file(p, self.format, self.encoding)
+            missing = [c for c in required if c not in report.columns]
+            if missing:
+                raise ContractError(f"{p}: required column(s) {missing} missing; found columns {report.columns}")
+            frames.append(frame)
+            reports.append(report)
+        if not frames:
+            return DayBatch(None, reports)
+        frame, optional = combine(frames, required)
+        return DayBatch(frame, reports, optional)
+
     def read(self, day: date) -> pd.DataFrame | None:
-        files = self.files(day)
-        if not files:
-            return None
-        frames = [read_file(p, self.format, self.encoding) for p in files]
-        for p, f in zip(files[1:], frames[1:]):
-            if set(f.columns) != set(frames[0].columns):
-                raise ContractError(f"{p}: columns {sorted(set(f.columns) - set(META))} differ from {files[0].name}'s "
-                                    f"{sorted(set(frames[0].columns) - set(META))}; all parts of a day need the same columns")
-        frames = [f.astype({c: "string" for c in f.select_dtypes(include="object").columns}) for f in frames]
-        if len(frames) == 1:
-            return frames[0]
-        # parts in different formats may type a column differently: keep such a column as text
-        mixed = [c for c in frames[0].columns if len({str(f[c].dtype) for f in frames}) > 1]
-        return pd.concat([f.astype({c: "string" for c in mixed}) for f in frames], ignore_index=True)
+        return self.read_day(day).frame
+
+
+def _day_of(p: Path) -> date | None:
+    try:
+        return date.fromisoformat(p.name.split(".")[0])
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -195,7 +467,7 @@ class PostgresSource:
         info = psycopg.conninfo.conninfo_to_dict(self.dsn)
         return f"postgresql://{info.get('host', '')}:{info.get('port', '')}/{info.get('dbname', '')} {self.table}"
 
-    def read(self, day: date) -> pd.DataFrame | None:
+    def read_day(self, day: date, required=()) -> DayBatch:
         from psycopg import sql
 
         table, col = self._ident()
@@ -205,8 +477,16 @@ class PostgresSource:
             cur.execute(query, (start, start + timedelta(days=1)))
             names = [d.name for d in cur.description]
             frame = pd.DataFrame(cur.fetchall(), columns=names)
-        frame = frame.astype({c: "string" for c in frame.select_dtypes(include="object").columns})
-        return _with_meta(frame, f"{self.describe()} ({self.time_column} on {day})")
+        where = f"{self.describe()} ({self.time_column} on {day})"
+        missing = [c for c in required if c not in names]
+        if missing:
+            raise ContractError(f"{where}: required column(s) {missing} missing; found columns {names}")
+        # NUMERIC arrives as Decimal: as text it keeps its exact digits for the contract to parse
+        frame, optional = combine([_with_meta(frame, where)], required)
+        return DayBatch(frame, [FileReport(where, 0, "table", rows=len(frame), columns=names)], optional)
+
+    def read(self, day: date) -> pd.DataFrame | None:
+        return self.read_day(day).frame
 
     def fingerprints(self, since: date, before: date) -> dict[date, str]:
         """Per day in [since, before): row count and newest row version (``xmin``), which change
