@@ -177,8 +177,11 @@ def _read_csv(name: str, text: str, cut: bool) -> tuple[pd.DataFrame, FileReport
     is_bad = np.zeros(n, dtype=bool)
     bad_pos = np.array([num - 2 for num, _ in invalid], dtype=np.int64)  # record number counts the header as 1
     is_bad[bad_pos] = True
-    frame = pd.DataFrame({c: pd.Series(pd.NA, index=range(n), dtype="string") for c in header})
-    frame.loc[~is_bad, header] = good[header].to_numpy()
+    if invalid:  # put the half-read rows back in their places
+        frame = pd.DataFrame({c: pd.Series(pd.NA, index=range(n), dtype="string") for c in header})
+        frame.loc[~is_bad, header] = good[header].to_numpy()
+    else:
+        frame = good[header].astype("string")
     errors: list = [None] * n
     texts: list = [None] * n
     width = len(header)
@@ -188,11 +191,12 @@ def _read_csv(name: str, text: str, cut: bool) -> tuple[pd.DataFrame, FileReport
         errors[pos] = "row:too_many_fields" if len(fields) > width else "row:missing_fields"
         texts[pos] = _clip(raw)
     last_open = n and not text.endswith(("\n", "\r"))
-    if n and (cut or (last_open and errors[-1] == "row:missing_fields")):
+    open_quote = text.count('"') % 2 == 1  # a quoted field never closed: the file ends inside it
+    if n and (cut or open_quote or (last_open and errors[-1] == "row:missing_fields")):
         errors[-1] = "row:truncated"  # the last line was cut in transfer (or the stream ended early)
         texts[-1] = texts[-1] or _clip(text[text.rstrip("\r\n").rfind("\n") + 1:])
     # a header line repeated inside the file (files concatenated with their headers) is not data
-    repeated = (frame[header] == pd.Series(header, index=header)).all(axis=1).to_numpy() & ~is_bad
+    repeated = (frame[header] == pd.Series(header, index=header)).fillna(False).all(axis=1).to_numpy(dtype=bool) & ~is_bad
     rows = np.arange(1, n + 1)
     frame = _with_meta(frame, name, rows, errors, texts)
     if repeated.any():

@@ -395,3 +395,16 @@ def test_hostile_rows_are_admitted_exactly_or_quarantined_with_their_text(tmp_pa
         rows.insert(data.draw(st.integers(0, len(rows))), r)
     (write_csv if fmt == "csv" else write_jsonl)(led, f"part.{fmt}", rows)
     check(led, paths, FileSource(paths.landing / "transactions"))
+
+
+def test_csv_cut_inside_a_quoted_field(day):
+    """The file ends inside a quoted field: the last row is cut, even though a newline ends the file."""
+    paths, led, source = day
+    rows = [led.good(i, merchant=f"Shop, {i}\nfloor {i}") for i in range(12)]  # quoted: a comma and a newline
+    path = write_csv(led, "part.csv", rows, extra=["merchant"])
+    text = path.read_text()
+    cut = text[: text.rfind("floor")] + "\n"
+    path.write_text(cut)
+    led.files[str(path)] = len(cut.encode())
+    rows[-1].reasons, rows[-1].line = {"row:truncated"}, cut[cut.rfind("\n", 0, cut.rfind('"')) + 1:]
+    check(led, paths, source)
