@@ -108,7 +108,7 @@ def _parse_datetimes(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
     if pd.api.types.is_datetime64_any_dtype(raw):
         val = raw.dt.tz_convert("UTC").dt.tz_localize(None) if raw.dt.tz is not None else raw
         return val.astype("datetime64[ns]"), np.zeros(len(raw), dtype=bool)
-    text = raw.astype("string")
+    text = raw.astype("string[pyarrow]")
     # Offsets and naive times are parsed apart: in one call, pandas 2 applies the last offset it saw
     # to the naive strings after it ("…T01:00" after "…+02:00" became 23:00 the day before).
     aware = text.str.contains(TZ_SUFFIX, regex=True).fillna(False).to_numpy(dtype=bool)
@@ -140,7 +140,7 @@ def _coerce(frame: pd.DataFrame, required: dict[str, str]) -> tuple[pd.DataFrame
         raw = frame[col]
         texty = not pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_datetime64_any_dtype(raw)
         if texty:
-            raw = raw.astype("string")
+            raw = raw.astype("string[pyarrow]")  # vectorised string kernels (Arrow), not a Python loop
             raw = raw.where(raw.str.strip() != "")  # a blank field is a missing value
         missing = raw.isna().to_numpy()
         format_bad = np.zeros(len(raw), dtype=bool)

@@ -172,16 +172,16 @@ def _read_csv(name: str, text: str, cut: bool) -> tuple[pd.DataFrame, FileReport
                                                 strings_can_be_null=True, quoted_strings_can_be_null=False))
     except pa.ArrowInvalid as exc:
         raise ContractError(f"{name}: cannot read CSV: {exc}") from exc
-    good = table.to_pandas(types_mapper=lambda t: pd.StringDtype() if t == pa.string() else None)
+    good = table.to_pandas(types_mapper=lambda t: pd.StringDtype("pyarrow") if t == pa.string() else None)
     n = len(good) + len(invalid)
     is_bad = np.zeros(n, dtype=bool)
     bad_pos = np.array([num - 2 for num, _ in invalid], dtype=np.int64)  # record number counts the header as 1
     is_bad[bad_pos] = True
     if invalid:  # put the half-read rows back in their places
-        frame = pd.DataFrame({c: pd.Series(pd.NA, index=range(n), dtype="string") for c in header})
+        frame = pd.DataFrame({c: pd.Series(pd.NA, index=range(n), dtype="string[pyarrow]") for c in header})
         frame.loc[~is_bad, header] = good[header].to_numpy()
     else:
-        frame = good[header].astype("string")
+        frame = good[header]
     errors: list = [None] * n
     texts: list = [None] * n
     width = len(header)
@@ -217,42 +217,53 @@ def _json_text(value) -> str | None:
         return "true" if value else "false"
     if isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"))  # an object or array in a field: kept as JSON text
+    return str(value)
 
 
 def _no_duplicate_keys(pairs):
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
         raise ValueError("duplicate key")
-    return dict(pairs)
+    return obj
+
+
+_DECODER = json.JSONDecoder(parse_float=str, parse_int=str, parse_constant=str, object_pairs_hook=_no_duplicate_keys)
 
 
 def _read_jsonl(name: str, text: str, cut: bool) -> tuple[pd.DataFrame, FileReport]:
     """One JSON object per line. Numbers are kept as their text (``parse_float=str``), so the contract
     parses them exactly; a line that is not one JSON object is quarantined with its text."""
     records, rows, errors, texts = [], [], [], []
-    lines = text.lstrip("\ufeff").split("\n")  # not splitlines(): U+2028 and friends are legal inside JSON strings
+    lines = text.split("\n")  # not splitlines(): U+2028 and friends are legal inside JSON strings
+    scan = _DECODER.scan_once  # the C scanner, one call a line (json.loads with hooks builds a decoder per call)
     for i, line in enumerate(lines, start=1):
-        if not line.strip():
+        body = line.strip()
+        if not body:
             continue
         try:
-            rec = json.loads(line, parse_float=str, parse_int=str, parse_constant=str, object_pairs_hook=_no_duplicate_keys)
-            error = None if isinstance(rec, dict) else "row:not_an_object"
+            rec, end = scan(line, len(line) - len(line.lstrip()))
+            error = None if line[end:].strip() == "" else _JSON_ERR  # nothing may follow the object
+            if error is None and type(rec) is not dict:
+                error = "row:not_an_object"
+        except StopIteration:
+            rec, error = None, _JSON_ERR
         except ValueError as exc:
             rec, error = None, ("row:duplicate_key" if str(exc) == "duplicate key" else _JSON_ERR)
-        if error:
-            records.append({})
-            texts.append(_clip(line.rstrip("\r")))
-        else:
-            records.append({k: _json_text(v) for k, v in rec.items()})
-            texts.append(None)
+        records.append(rec if error is None else {})
+        texts.append(None if error is None else _clip(line.rstrip("\r")))
         rows.append(i)
         errors.append(error)
     if cut and errors:
         errors[-1], texts[-1] = "row:truncated", _clip(lines[rows[-1] - 1])
     columns = list(dict.fromkeys(k for r in records for k in r))
-    frame = pd.DataFrame.from_records(records, columns=columns).astype("string") if records else pd.DataFrame(columns=columns)
-    frame = _with_meta(frame.astype("string"), name, rows, errors, texts)
+    data = {}
+    for c in columns:
+        values = [r.get(c) for r in records]
+        if not all(type(v) is str or v is None for v in values):  # booleans, objects, arrays: as JSON text
+            values = [_json_text(v) if type(v) not in (dict, list) else  # nested: re-read with numbers as numbers
+                      json.dumps(json.loads(lines[rows[n] - 1])[c], separators=(",", ":")) for n, v in enumerate(values)]
+        data[c] = pd.array(values, dtype="string[pyarrow]")
+    frame = _with_meta(pd.DataFrame(data, index=range(len(records))), name, rows, errors, texts)
     report = FileReport(name, 0, "jsonl", rows=len(frame), read_errors=int(frame["read_error"].notna().sum()),
                         truncated_stream=cut, columns=columns)
     return frame, report
