@@ -28,7 +28,7 @@ def live_performance_daily(context: dg.AssetExecutionContext, storage: VigilStor
     table = pd.DataFrame(rows)
     meta = {"partitions": md_table(table)}
     last = rows[-1]
-    for k in ("average_precision", "card_precision_at_100", "reported_frauds"):
+    for k in ("live_average_precision", "live_card_precision_at_100", "reported_frauds"):
         if k in last:
             meta[k] = last[k]
     return dg.MaterializeResult(metadata=meta)

@@ -202,8 +202,9 @@ def demo(a: argparse.Namespace) -> dict:
     if prod is None:
         raise SystemExit(f"no model was promoted (evaluation gate failed?); see {dlog}")
     info = registry.model_info(paths, prod["tag"])
-    say(f"  promoted {prod['tag']}: AUC {info['metadata']['metrics']['auc']:.3f}, "
-        f"AP {info['metadata']['metrics']['average_precision']:.3f}, CP@100 {info['metadata']['metrics']['card_precision_at_100']:.3f}", q)
+    pm = info["metadata"]["metrics"]
+    say(f"  promoted {prod['tag']}: Handbook protocol AUC {pm['handbook_auc']:.3f}, AP {pm['handbook_average_precision']:.3f}, "
+        f"CP@100 {pm['handbook_card_precision_at_100']:.3f}", q)
 
     # 3. Dagster (webserver + daemon) and the endpoint
     t0 = time.perf_counter()
@@ -259,7 +260,7 @@ def demo(a: argparse.Namespace) -> dict:
 
         summary = {
             "model_version": prod["tag"],
-            "metrics": {k: info["metadata"]["metrics"][k] for k in ("auc", "average_precision", "card_precision_at_100")},
+            "metrics": {k: info["metadata"]["metrics"][k] for k in SUMMARY_METRICS},
             "training_window": info["metadata"]["lineage"],
             "served_requests": rs["ok"],
             "rejected_requests": rs["client_errors"],
@@ -320,13 +321,20 @@ def wait_for_run(dagster_url: str, tags: dict, timeout: float, quiet: bool) -> d
     return {"status": "TIMEOUT", "waited_s": timeout}
 
 
+SUMMARY_METRICS = ("handbook_auc", "handbook_average_precision", "handbook_card_precision_at_100",
+                   "week_auc", "week_average_precision", "week_card_precision_at_100")
+
+
 def print_summary(s: dict) -> None:
     m = s["metrics"]
     lines = [
         "",
         "Vigil demo: the loop ran",
         f"  model in production   {s['model_version']}",
-        f"  held-out week         AUC {m['auc']:.3f}   AP {m['average_precision']:.3f}   CP@100 {m['card_precision_at_100']:.3f}",
+        f"  held-out week         Handbook protocol: AUC {m['handbook_auc']:.3f}   AP {m['handbook_average_precision']:.3f}"
+        f"   CP@100 {m['handbook_card_precision_at_100']:.3f}",
+        f"                        whole week:        AUC {m['week_auc']:.3f}   AP {m['week_average_precision']:.3f}"
+        f"   CP@100 {m['week_card_precision_at_100']:.3f}",
         f"  served over HTTP      {s['served_requests']:,} requests   p50 {s['serving_p50_ms']:.2f} ms   p99 {s['serving_p99_ms']:.2f} ms"
         f"   ({s['rejected_requests']} rejected, {s['failed_requests']} failed)",
         f"  drift on served day   {s['drift_detected']} (share of drifted features {s['drift_share']})",

@@ -102,6 +102,25 @@ def labelled_transactions(paths: Paths, days: list[date], as_of: pd.Timestamp) -
     return tx, hashes
 
 
+def known_compromised(paths: Paths, since: date, until: pd.Timestamp) -> pd.DataFrame:
+    """Cards with a fraud among the transactions from ``since`` on, reported before ``until``, with
+    the report time (``customer_id``, ``known_at``): the Handbook protocol drops such a card's test
+    transactions from the day after its report (:func:`vigil.evaluation.exclude_known_compromised`)."""
+    label_days = [d for d in lake.available_days(paths.labels) if since <= d and pd.Timestamp(d) < until]
+    labels = lake.read_days(paths.labels, label_days, ["transaction_id", "tx_fraud", "reported_at"])
+    empty = pd.DataFrame({"customer_id": pd.Series([], dtype="int64"), "known_at": pd.Series([], dtype="datetime64[ns]")})
+    if labels.empty:
+        return empty
+    frauds = labels[(labels["tx_fraud"] == 1) & (labels["reported_at"] < until)]
+    tx_days = [d for d in lake.available_days(paths.validated) if since <= d and pd.Timestamp(d) < until]
+    tx = lake.read_days(paths.validated, tx_days, ["transaction_id", "customer_id", "tx_datetime"])
+    if tx.empty or frauds.empty:
+        return empty
+    hit = frauds.merge(tx, on="transaction_id", how="inner")
+    hit = hit[hit["tx_datetime"] >= pd.Timestamp(since)]
+    return hit.rename(columns={"reported_at": "known_at"})[["customer_id", "known_at"]].reset_index(drop=True)
+
+
 def model_features(store, tx: pd.DataFrame) -> pd.DataFrame:
     """Every model feature for transactions (``transaction_id``, ``tx_datetime``, ``customer_id``,
     ``terminal_id``, ``tx_amount``): Feast point-in-time views, then the request-time features
@@ -119,7 +138,10 @@ def build_dataset(store, paths: Paths, days: list[date], as_of: pd.Timestamp) ->
     return model_features(store, tx), hashes
 
 
-def train_and_evaluate(train: pd.DataFrame, test: pd.DataFrame, params: dict | None = None, seed: int = 0) -> TrainingResult:
+def train_and_evaluate(train: pd.DataFrame, test: pd.DataFrame, params: dict | None = None, seed: int = 0,
+                       known: pd.DataFrame | None = None) -> TrainingResult:
+    """Fit on ``train``; measure on ``test`` under the Handbook protocol (``known``: the cards known
+    to be compromised, see :func:`known_compromised`) and on the whole week."""
     t0 = time.perf_counter()
     if train["label"].nunique() < 2:
         raise ValueError(f"training set of {len(train)} rows has a single class: need frauds and genuine transactions")
@@ -132,8 +154,8 @@ def train_and_evaluate(train: pd.DataFrame, test: pd.DataFrame, params: dict | N
     return TrainingResult(
         model=model,
         policy=fit_policy(test["score"].to_numpy()),
-        metrics=evaluation.metrics(test),
-        train_metrics=evaluation.metrics(tr),
+        metrics=evaluation.metrics(test, known),
+        train_metrics=evaluation.week_metrics(tr),
         test_frame=test,
         seconds={"fit": fit_s},
     )

@@ -26,8 +26,9 @@ def test_main_job_then_drift_sensor_retrains(tmp_path, monkeypatch):
     summary = json.loads(r.stdout)
     for key in ("model_version", "served_requests", "serving_p99_ms", "drift_detected"):
         assert key in summary
-    assert set(summary["metrics"]) == {"auc", "average_precision", "card_precision_at_100"}
-    assert summary["metrics"]["auc"] > 0.75
+    assert set(summary["metrics"]) == {f"{p}_{m}" for p in ("handbook", "week")
+                                       for m in ("auc", "average_precision", "card_precision_at_100")}
+    assert summary["metrics"]["handbook_auc"] > 0.75
     assert summary["served_requests"] > 500 and summary["failed_requests"] == 0
     assert summary["drift_detected"] is True
     assert "validated: 80/80 days" in r.stderr  # progress shown for long steps

@@ -32,7 +32,9 @@ def test_asset_metadata_and_checks_recorded(pipeline_home):
     meta = ev.asset_materialization.metadata
     assert meta["quarantined"].value == 0 and meta["admitted"].value > 0
     model_ev = instance.get_latest_materialization_event(dg.AssetKey("fraud_model"))
-    assert 0.5 < model_ev.asset_materialization.metadata["auc"].value <= 1.0
+    meta = model_ev.asset_materialization.metadata
+    assert 0.5 < meta["handbook_auc"].value <= 1.0 and 0.5 < meta["week_auc"].value <= 1.0
+    assert meta["handbook_rows"].value < meta["week_rows"].value  # known-compromised cards' rows left out
     check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
         [dg.AssetCheckKey(dg.AssetKey("fraud_model"), "evaluation_gate")])
     assert list(check.values())[0].status.value == "SUCCEEDED"
@@ -46,7 +48,8 @@ def test_promoted_model_carries_lineage(pipeline_home):
     assert lineage["feature_service"] == "fraud_features_v1"
     for day, digest in lineage["partition_hashes"].items():
         assert lake.content_hash(lake.read_day(paths.validated, pd.Timestamp(day).date())) == digest
-    assert set(info["metadata"]["metrics"]) >= {"auc", "average_precision", "card_precision_at_100"}
+    assert set(info["metadata"]["metrics"]) >= {"handbook_auc", "handbook_average_precision", "handbook_card_precision_at_100",
+                                                "week_auc", "week_average_precision", "week_card_precision_at_100"}
     assert info["metadata"]["code_version"] and info["metadata"]["trained_at"]
     assert registry.promotion_log(paths)[-1]["tag"] == prod["tag"]
     # training started after the feature warm-up (30-day windows + 7-day label delay)
