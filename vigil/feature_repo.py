@@ -16,7 +16,7 @@ import numpy as np
 from vigil import config
 from vigil.features import CUSTOMER_ASOF, CUSTOMER_FEATURES, FEATURE_TTL, TERMINAL_ASOF, TERMINAL_FEATURES
 
-FEATURE_SERVICE = "fraud_features_v1"
+FEATURE_SERVICE = "fraud_features_v2"  # v2: reported-fraud terminal risk, customer amount spread
 CUSTOMER_VIEW = "customer_spending"
 TERMINAL_VIEW = "terminal_risk"
 INFRA = Path(__file__).resolve().parents[1] / "infra" / "feast"
@@ -55,7 +55,7 @@ def definitions(paths: config.Paths) -> list:
         source=terminal_src,
         online=True,
     )
-    service = FeatureService(name=FEATURE_SERVICE, features=[customer_view, terminal_view], tags={"model_features": "v1"})
+    service = FeatureService(name=FEATURE_SERVICE, features=[customer_view, terminal_view], tags={"model_features": "v2"})
     return [customer, terminal, customer_src, terminal_src, customer_view, terminal_view, service]
 
 

@@ -30,20 +30,28 @@ LABEL_DELAY_DAYS = 7
 FEATURE_TTL = timedelta(days=1)
 HISTORY_DAYS = max(WINDOWS) + LABEL_DELAY_DAYS  # days of input one snapshot needs
 
-CUSTOMER_FEATURES = [f"customer_nb_tx_{w}d" for w in WINDOWS] + [f"customer_avg_amount_{w}d" for w in WINDOWS]
-TERMINAL_FEATURES = [f"terminal_nb_tx_{w}d" for w in WINDOWS] + [f"terminal_risk_{w}d" for w in WINDOWS]
+REPORT_WINDOWS = (1, 3, 7, 14, 28)  # terminal risk from the fraud reports known at the snapshot
+CUSTOMER_FEATURES = ([f"customer_nb_tx_{w}d" for w in WINDOWS] + [f"customer_avg_amount_{w}d" for w in WINDOWS]
+                     + ["customer_std_amount_30d"])
+TERMINAL_FEATURES = ([f"terminal_nb_tx_{w}d" for w in WINDOWS] + [f"terminal_risk_{w}d" for w in WINDOWS]
+                     + [f"terminal_reported_frauds_{w}d" for w in REPORT_WINDOWS]
+                     + [f"terminal_reported_risk_{w}d" for w in REPORT_WINDOWS] + ["terminal_days_since_report"])
 CUSTOMER_ASOF = "customer_as_of"  # epoch seconds of the snapshot, served for freshness checks
 TERMINAL_ASOF = "terminal_as_of"
-REQUEST_FEATURES = ["tx_amount", "is_weekend", "is_night", "hour_of_day", "amount_to_customer_avg_30d"]
+REQUEST_FEATURES = ["tx_amount", "is_weekend", "is_night", "hour_of_day", "amount_to_customer_avg_30d",
+                    "amount_zscore_customer_30d"]
 MODEL_FEATURES = REQUEST_FEATURES + CUSTOMER_FEATURES + TERMINAL_FEATURES
 NIGHT_END_HOUR = 6
 
 
-def request_features(epoch_seconds: np.ndarray, tx_amount: np.ndarray, customer_avg_30d: np.ndarray) -> np.ndarray:
-    """Request-time features as a (n, 5) float array, in ``REQUEST_FEATURES`` order: amount,
-    weekend flag, night flag (before 06:00 UTC), hour of day, and the amount relative to the
+def request_features(epoch_seconds: np.ndarray, tx_amount: np.ndarray, customer_avg_30d: np.ndarray,
+                     customer_std_30d: np.ndarray | None = None) -> np.ndarray:
+    """Request-time features as a (n, 6) float array, in ``REQUEST_FEATURES`` order: amount,
+    weekend flag, night flag (before 06:00 UTC), hour of day, the amount relative to the
     customer's 30-day mean amount from the snapshot the transaction sees (NaN when that snapshot is
-    missing or stale or the customer had no transaction in 30 days: the model imputes it).
+    missing or stale or the customer had no transaction in 30 days: the model imputes it), and the
+    amount's z-score against that snapshot's 30-day mean and standard deviation (NaN without a
+    spread: fewer than two transactions).
 
     Plain numpy, so the endpoint pays microseconds for one row and training the same code for a
     million. 1970-01-01 was a Thursday (weekday 3).
@@ -53,10 +61,12 @@ def request_features(epoch_seconds: np.ndarray, tx_amount: np.ndarray, customer_
     avg = np.asarray(customer_avg_30d, dtype=np.float64)
     weekday = (secs // 86_400 + 3) % 7
     hour = (secs % 86_400) // 3600
+    std = np.full_like(avg, np.nan) if customer_std_30d is None else np.asarray(customer_std_30d, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(avg > 0, amount / avg, np.nan)
+        zscore = np.where(std > 0, (amount - avg) / std, np.nan)
     return np.column_stack([amount, (weekday >= 5).astype(np.float64), (hour < NIGHT_END_HOUR).astype(np.float64),
-                            hour.astype(np.float64), ratio])
+                            hour.astype(np.float64), ratio, zscore])
 
 
 def epoch_seconds(ts: pd.Series) -> np.ndarray:
@@ -85,10 +95,16 @@ def _windows(tx: pd.DataFrame, key: str, value: str, end: pd.Timestamp, as_of: p
 
 
 def customer_snapshot(tx: pd.DataFrame, day: date) -> pd.DataFrame:
-    """Customer spending windows as of the end of ``day`` (one row per customer active in 30 days)."""
+    """Customer spending windows as of the end of ``day`` (one row per customer active in 30 days),
+    and the spread of the 30-day amounts (population std; 0 with one transaction)."""
     as_of = snapshot_as_of(day)
-    return _windows(tx, "customer_id", "tx_amount", as_of, as_of, "customer_nb_tx_{w}d", "customer_avg_amount_{w}d",
-                    CUSTOMER_FEATURES, CUSTOMER_ASOF)
+    out = _windows(tx, "customer_id", "tx_amount", as_of, as_of, "customer_nb_tx_{w}d", "customer_avg_amount_{w}d",
+                   CUSTOMER_FEATURES[:-1], CUSTOMER_ASOF)
+    recent = tx[(tx["tx_datetime"] < as_of) & (tx["tx_datetime"] >= as_of - pd.Timedelta(days=max(WINDOWS)))]
+    std = recent.groupby("customer_id")["tx_amount"].std(ddof=0)
+    out.insert(len(CUSTOMER_FEATURES), "customer_std_amount_30d",
+               out["customer_id"].map(std).fillna(0.0).astype("float64").to_numpy())
+    return out
 
 
 def terminal_snapshot(tx: pd.DataFrame, labels: pd.DataFrame, day: date) -> pd.DataFrame:
@@ -98,10 +114,38 @@ def terminal_snapshot(tx: pd.DataFrame, labels: pd.DataFrame, day: date) -> pd.D
     before the snapshot time count.
     """
     as_of = snapshot_as_of(day)
-    known = labels[(labels["reported_at"] < as_of) & (labels["tx_fraud"] == 1)]["transaction_id"]
-    tx = tx.assign(fraud=tx["transaction_id"].isin(known).astype("float64"))
-    return _windows(tx, "terminal_id", "fraud", as_of - pd.Timedelta(days=LABEL_DELAY_DAYS), as_of,
-                    "terminal_nb_tx_{w}d", "terminal_risk_{w}d", TERMINAL_FEATURES, TERMINAL_ASOF)
+    reports = labels[(labels["reported_at"] < as_of) & (labels["tx_fraud"] == 1)]
+    tx = tx.assign(fraud=tx["transaction_id"].isin(reports["transaction_id"]).astype("float64"))
+    delayed = _windows(tx, "terminal_id", "fraud", as_of - pd.Timedelta(days=LABEL_DELAY_DAYS), as_of,
+                       "terminal_nb_tx_{w}d", "terminal_risk_{w}d", TERMINAL_FEATURES[:2 * len(WINDOWS)], TERMINAL_ASOF)
+    reported = _reported_windows(tx, reports, as_of)
+    out = delayed.drop(columns=["event_timestamp", TERMINAL_ASOF]).merge(reported, on="terminal_id", how="outer")
+    out["terminal_days_since_report"] = out["terminal_days_since_report"].fillna(float(HISTORY_DAYS))
+    out[TERMINAL_FEATURES] = out[TERMINAL_FEATURES].astype("float64").fillna(0.0)  # no activity: 0
+    out["terminal_id"] = out["terminal_id"].astype("int64")
+    out["event_timestamp"] = pd.Series(as_of.tz_localize("UTC"), index=out.index).astype("datetime64[us, UTC]")
+    out[TERMINAL_ASOF] = np.int64(as_of.timestamp())
+    return out[["terminal_id"] + TERMINAL_FEATURES + ["event_timestamp", TERMINAL_ASOF]]
+
+
+def _reported_windows(tx: pd.DataFrame, reports: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Terminal risk from the fraud reports known at ``as_of``, without the fixed label delay: per
+    window w in ``REPORT_WINDOWS``, the terminal's transactions in [as_of - w, as_of) that were
+    reported as fraud before ``as_of``, as a count and a share of its transactions there; and the
+    days since its latest report (``HISTORY_DAYS`` when none in the history read). A compromised
+    terminal shows from its first report on, instead of a week later."""
+    recent = tx[(tx["tx_datetime"] < as_of) & (tx["tx_datetime"] >= as_of - pd.Timedelta(days=max(REPORT_WINDOWS)))]
+    parts = []
+    for w in REPORT_WINDOWS:
+        g = recent[recent["tx_datetime"] >= as_of - pd.Timedelta(days=w)].groupby("terminal_id")["fraud"].agg(["sum", "mean"])
+        g.columns = [f"terminal_reported_frauds_{w}d", f"terminal_reported_risk_{w}d"]
+        parts.append(g)
+    hit = tx[["transaction_id", "terminal_id"]].merge(reports[["transaction_id", "reported_at"]], on="transaction_id")
+    last = hit.groupby("terminal_id")["reported_at"].max()
+    out = pd.concat(parts, axis=1)
+    out = out.reindex(out.index.union(last.index))
+    out["terminal_days_since_report"] = ((as_of - last.reindex(out.index)) / pd.Timedelta(days=1)).fillna(float(HISTORY_DAYS))
+    return out.rename_axis("terminal_id").reset_index()
 
 
 def history_days(day: date) -> list[date]:

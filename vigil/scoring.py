@@ -27,6 +27,7 @@ from vigil.prediction_log import PredictionLog
 
 log = logging.getLogger("vigil.scoring")
 AVG_30D = MODEL_FEATURES.index("customer_avg_amount_30d")
+STD_30D = MODEL_FEATURES.index("customer_std_amount_30d")
 
 
 def utc_naive(dt: datetime) -> datetime:
@@ -114,7 +115,7 @@ class Scorer:
                 else:
                     stale[i].append(view)
                     self.counters[f"stale_{view}"] += 1
-        x[:, :first] = request_features(epoch, amount, x[:, AVG_30D])
+        x[:, :first] = request_features(epoch, amount, x[:, AVG_30D], x[:, STD_30D])
         return x, stale
 
     # -- scoring ---------------------------------------------------------------------------

@@ -127,7 +127,7 @@ def model_features(store, tx: pd.DataFrame) -> pd.DataFrame:
     through the same function the endpoint calls."""
     frame = point_in_time_features(store, tx.assign(event_timestamp=tx["tx_datetime"].dt.tz_localize("UTC")))
     req = request_features(epoch_seconds(frame["tx_datetime"]), frame["tx_amount"].to_numpy(),
-                           frame["customer_avg_amount_30d"].to_numpy())
+                           frame["customer_avg_amount_30d"].to_numpy(), frame["customer_std_amount_30d"].to_numpy())
     for i, name in enumerate(REQUEST_FEATURES):
         frame[name] = req[:, i]
     return frame

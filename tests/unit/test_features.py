@@ -4,8 +4,9 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from vigil.features import customer_snapshot, is_fresh, request_features, terminal_snapshot
+from vigil.features import REQUEST_FEATURES, customer_snapshot, is_fresh, request_features, terminal_snapshot
 
 D = date(2025, 4, 10)  # snapshot as of 2025-04-11 00:00
 
@@ -83,3 +84,34 @@ def test_freshness_rule_matches_feast_ttl():
     assert is_fresh(asof, asof + 86_400)
     assert not is_fresh(asof, asof + 86_401)
     assert not is_fresh(None, asof)
+
+
+def test_reported_terminal_risk_by_hand():
+    """Terminal 5 on 2025-04-20 (snapshot as of 04-21 00:00): four transactions, two frauds, one of
+    them reported before the snapshot; ten days earlier a fraud reported the next day. Terminal 6:
+    one genuine transaction, never reported."""
+    from vigil.features import HISTORY_DAYS, terminal_snapshot
+
+    t = pd.DataFrame({
+        "transaction_id": [1, 2, 3, 4, 5, 6],
+        "tx_datetime": pd.to_datetime(["2025-04-20 08:00", "2025-04-20 09:00", "2025-04-20 10:00", "2025-04-20 11:00",
+                                       "2025-04-10 12:00", "2025-04-20 12:00"]),
+        "customer_id": [1, 2, 3, 4, 5, 6], "terminal_id": [5, 5, 5, 5, 5, 6], "tx_amount": [10.0] * 6})
+    lab = pd.DataFrame({"transaction_id": [1, 2, 5], "tx_fraud": [1, 1, 1],
+                        "reported_at": pd.to_datetime(["2025-04-20 18:00", "2025-04-21 09:00", "2025-04-11 06:00"])})
+    snap = terminal_snapshot(t, lab, date(2025, 4, 20)).set_index("terminal_id")
+    five, six = snap.loc[5], snap.loc[6]
+    assert five["terminal_reported_frauds_1d"] == 1 and five["terminal_reported_risk_1d"] == 0.25  # tx 2: reported later
+    assert five["terminal_reported_frauds_3d"] == 1
+    assert five["terminal_reported_frauds_14d"] == 2 and five["terminal_reported_risk_14d"] == 2 / 5
+    assert five["terminal_days_since_report"] == pytest.approx(6 / 24)  # 04-20 18:00 -> 04-21 00:00
+    assert six["terminal_reported_frauds_28d"] == 0 and six["terminal_days_since_report"] == HISTORY_DAYS
+    # the delayed (Handbook) windows do not see the last 7 days at all
+    assert five["terminal_nb_tx_1d"] == 0 and six["terminal_nb_tx_30d"] == 0
+
+
+def test_amount_zscore_against_the_customer_snapshot():
+    secs = np.array([0, 0, 0])
+    out = request_features(secs, [30.0, 30.0, 30.0], [20.0, 20.0, np.nan], [5.0, 0.0, 5.0])
+    z = out[:, REQUEST_FEATURES.index("amount_zscore_customer_30d")]
+    assert z[0] == 2.0 and np.isnan(z[1]) and np.isnan(z[2])  # no spread or no mean: missing
