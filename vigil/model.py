@@ -21,6 +21,7 @@ from sklearn.pipeline import Pipeline
 PIPELINE_FILE = "pipeline.joblib"
 BOOSTER_FILE = "booster.txt"
 SPEC_FILE = "model_spec.json"
+BATCH_ROWS = 10_000  # from this many rows on, predict uses every core
 
 DEFAULT_PARAMS = {
     "n_estimators": 300,
@@ -62,12 +63,15 @@ class FraudModel:
         return cls(list(features), np.asarray(imputer.statistics_, dtype=np.float64), booster, pipeline)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Fraud probability for rows of ``x`` (columns in ``self.features`` order; NaN = missing)."""
+        """Fraud probability for rows of ``x`` (columns in ``self.features`` order; NaN = missing).
+
+        One thread for what a request carries (threads cost more than they save on a few rows and
+        the server runs requests in parallel); every core for a batch of past days."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim == 1:
             x = x[None, :]
         x = np.where(np.isnan(x), self.fill_values, x)
-        return self.booster.predict(x, num_threads=1)
+        return self.booster.predict(x, num_threads=1 if len(x) < BATCH_ROWS else 0)
 
     def save(self, folder: Path) -> None:
         folder = Path(folder)

@@ -34,6 +34,11 @@ class DecisionPolicy:
             return REVIEW
         return APPROVE
 
+    def decide_many(self, scores: np.ndarray) -> np.ndarray:
+        """:meth:`decide` for an array (batch scoring), same thresholds, same ties."""
+        scores = np.asarray(scores, dtype=np.float64)
+        return np.where(scores >= self.decline_threshold, DECLINE, np.where(scores >= self.review_threshold, REVIEW, APPROVE))
+
     def reasons(self, score: float, features: dict[str, float], stale: list[str]) -> list[str]:
         """Human-readable reason codes for why the score is what it is (or cannot be trusted)."""
         out = []

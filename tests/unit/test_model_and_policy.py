@@ -46,3 +46,13 @@ def test_card_precision_at_k_by_hand():
     m = metrics(f, k=2)
     assert set(m) >= {"handbook_auc", "handbook_average_precision", "handbook_card_precision_at_2",
                       "week_auc", "week_average_precision", "week_card_precision_at_2"}
+
+
+def test_decide_many_equals_decide_including_ties():
+    import numpy as np
+
+    from vigil.policy import DecisionPolicy
+
+    p = DecisionPolicy(review_threshold=0.5, decline_threshold=0.9)
+    scores = np.array([0.0, 0.4999, 0.5, 0.7, 0.9, 0.95, 1.0])
+    assert p.decide_many(scores).tolist() == [p.decide(s) for s in scores]
