@@ -46,15 +46,10 @@ def raw_transactions(context: dg.AssetExecutionContext, storage: VigilStorage, s
     extra = {"files": bounded_table(pd.DataFrame(files)), "files_read": sum(f["status"] == "read" for f in files),
              "files_ignored": sum(f["status"] != "read" for f in files),
              "optional_columns": ", ".join(f"{c} ({n} parts)" for c, n in optional.items()) or "none"}
-    if hasattr(src, "stray"):  # landing entries whose name is not a day: never read, so say so
-        stray = src.stray()
-        extra["stray_files"] = ", ".join(stray[:20]) + (f" … and {len(stray) - 20} more" if len(stray) > 20 else "") or "none"
-        if stray:
-            context.log.warning(f"{len(stray)} landing entr(y/ies) belong to no day (name must start with YYYY-MM-DD): {stray[:5]}")
-    if hasattr(src, "unattributed"):  # a table: rows whose timestamp is NULL belong to no day
-        extra["rows_without_day"] = src.unattributed()
-        if extra["rows_without_day"]:
-            context.log.warning(f"{extra['rows_without_day']} row(s) of {src.describe()} have no tx_datetime: no day reads them")
+    unaccounted = src.unaccounted()  # stray landing files / table rows without a timestamp: no day reads them
+    extra.update(unaccounted)
+    if unaccounted.get("stray_file_count") or unaccounted.get("rows_without_day"):
+        context.log.warning(f"{src.describe()}: held by no day (never read): {unaccounted}")
     yield dg.MaterializeResult(
         metadata={"rows": int(table["rows"].sum()), "days": len(days), "partitions": md_table(table),
                   "dagster/row_count": int(table["rows"].sum()), "source": src.describe(), **extra},

@@ -29,12 +29,11 @@ DAILY_ASSETS = [
     "online_features", "prediction_log_daily", "drift_report", "live_performance_daily",
 ]
 DEMO_MARKER = ".vigil-demo"
-PROGRESS = re.compile(r"(landed|validated|snapshots): \d+/\d+ days|STEP_FAILURE|RUN_FAILURE|Error|error:|Traceback|Materializ")
 
 
-def say(msg: str, quiet: bool = False) -> None:
-    if not quiet:
-        print(f"[vigil {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+def say(msg: str) -> None:
+    """Progress goes to stderr, so ``--json`` keeps stdout machine-readable."""
+    print(f"[vigil {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def environment(home: Path, start: date) -> dict:
@@ -55,7 +54,7 @@ def prepare_dagster_home(home: Path) -> None:
     shutil.copyfile(ROOT / "dagster.yaml", dh / "dagster.yaml")
 
 
-def run_dagster(args: list[str], env: dict, log_file: Path, quiet: bool) -> None:
+def run_dagster(args: list[str], env: dict, log_file: Path) -> None:
     """Run a ``dagster`` CLI command to completion, echoing progress lines; raise on failure."""
     cmd = [sys.executable, "-m", "dagster", *args, "-m", "pipelines.definitions", "-d", str(ROOT)]
     with open(log_file, "a") as log:
@@ -68,7 +67,7 @@ def run_dagster(args: list[str], env: dict, log_file: Path, quiet: bool) -> None
             tail = (tail + [line.rstrip()])[-30:]
             m = re.search(r"(landed|validated|snapshots): \d+/\d+ days", line)
             if m:
-                say(f"  {m.group(0)}", quiet)
+                say(f"  {m.group(0)}")
         rc = p.wait()
     if rc != 0:
         raise SystemExit(f"dagster {' '.join(args[:2])} failed (exit {rc}); last lines:\n" + "\n".join(tail) + f"\nfull log: {log_file}")
@@ -167,7 +166,6 @@ def demo(a: argparse.Namespace) -> dict:
     logs.mkdir()
     paths = config.paths(home)
     timings: dict[str, float] = {}
-    q = False  # progress goes to stderr; --json keeps stdout machine-readable
 
     def step(name: str, t0: float) -> None:
         timings[name] = round(time.perf_counter() - t0, 2)
@@ -176,24 +174,24 @@ def demo(a: argparse.Namespace) -> dict:
     from vigil.simulator import TX_COLUMNS, simulate, write_landing
 
     t0 = time.perf_counter()
-    say(f"simulating {a.days + 1} days: {a.customers} customers, {a.terminals} terminals (seed {a.seed})", q)
+    say(f"simulating {a.days + 1} days: {a.customers} customers, {a.terminals} terminals (seed {a.seed})")
     sim = simulate(a.customers, a.terminals, a.days + 1, start_day, a.seed, parse_drift(a.drift))
     write_landing(sim, paths.landing, days=range(a.days))  # the replayed day's file arrives after its traffic
     last, replay_day = sim.day(a.days - 1), sim.day(a.days)
-    say(f"  {len(sim.transactions):,} transactions, fraud rate {sim.transactions['tx_fraud'].mean():.2%}, landing files in {paths.landing}", q)
+    say(f"  {len(sim.transactions):,} transactions, fraud rate {sim.transactions['tx_fraud'].mean():.2%}, landing files in {paths.landing}")
     step("simulate", t0)
 
     # 2. the daily pipeline as one single-run backfill, then training
     dlog = logs / "dagster-cli.log"
     t0 = time.perf_counter()
-    say("feast apply (asset feast_registry)", q)
-    run_dagster(["asset", "materialize", "--select", "feast_registry"], env, dlog, q)
-    say(f"daily pipeline backfill {start_day}...{last} as a single run", q)
-    run_dagster(["asset", "materialize", "--select", ",".join(DAILY_ASSETS), "--partition-range", f"{start_day}...{last}"], env, dlog, q)
+    say("feast apply (asset feast_registry)")
+    run_dagster(["asset", "materialize", "--select", "feast_registry"], env, dlog)
+    say(f"daily pipeline backfill {start_day}...{last} as a single run")
+    run_dagster(["asset", "materialize", "--select", ",".join(DAILY_ASSETS), "--partition-range", f"{start_day}...{last}"], env, dlog)
     step("backfill", t0)
     t0 = time.perf_counter()
-    say("retraining job: training set from Feast, model, evaluation gate, registration, promotion", q)
-    run_dagster(["job", "execute", "-j", "retraining"], env, dlog, q)
+    say("retraining job: training set from Feast, model, evaluation gate, registration, promotion")
+    run_dagster(["job", "execute", "-j", "retraining"], env, dlog)
     step("train_register_promote", t0)
 
     from vigil import registry
@@ -204,7 +202,7 @@ def demo(a: argparse.Namespace) -> dict:
     info = registry.model_info(paths, prod["tag"])
     pm = info["metadata"]["metrics"]
     say(f"  promoted {prod['tag']}: Handbook protocol AUC {pm['handbook_auc']:.3f}, AP {pm['handbook_average_precision']:.3f}, "
-        f"CP@100 {pm['handbook_card_precision_at_100']:.3f}", q)
+        f"CP@100 {pm['handbook_card_precision_at_100']:.3f}")
 
     # 3. Dagster (webserver + daemon) and the endpoint
     t0 = time.perf_counter()
@@ -216,7 +214,7 @@ def demo(a: argparse.Namespace) -> dict:
     procs = [server, dagster]
     try:
         serving_url, dagster_url = f"http://127.0.0.1:{sport}", f"http://127.0.0.1:{dport}"
-        say(f"starting endpoint at {serving_url} and Dagster at {dagster_url}", q)
+        say(f"starting endpoint at {serving_url} and Dagster at {dagster_url}")
         wait_http(f"{serving_url}/readyz", 180, server, "BentoML endpoint", logs / "serving.log")
         wait_http(f"{dagster_url}/server_info", 240, dagster, "Dagster webserver", logs / "dagster-dev.log")
         step("start_services", t0)
@@ -228,20 +226,20 @@ def demo(a: argparse.Namespace) -> dict:
         tx = sim.transactions  # the day's traffic, before the day's batch file exists
         frame = tx.loc[tx["tx_datetime"].dt.date == replay_day, TX_COLUMNS]
         bodies = to_requests(frame)
-        say(f"replaying {replay_day} as HTTP traffic: {len(bodies):,} requests", q)
+        say(f"replaying {replay_day} as HTTP traffic: {len(bodies):,} requests")
         stats = replay(serving_url, bodies, concurrency=a.concurrency,
-                       progress=None if q else (lambda n, total: say(f"  {n:,}/{total:,} requests", q)))
+                       progress=lambda n, total: say(f"  {n:,}/{total:,} requests"))
         rs = stats.summary()
         say(f"  {rs['ok']:,} ok, {rs['client_errors']} 4xx, {rs['server_errors']} 5xx; p50 {rs['p50_ms']:.2f} ms, p99 {rs['p99_ms']:.2f} ms "
-            f"at {rs['rate_per_s']}/s", q)
+            f"at {rs['rate_per_s']}/s")
         step("replay", t0)
 
         # 5. the day's batch file arrives; Dagster's landing sensor launches the daily pipeline for it
         #    (ingestion, features, prediction log, Evidently drift report), unattended
         t0 = time.perf_counter()
         write_landing(sim, paths.landing, days=range(a.days, a.days + 1), labels=False)
-        say(f"{replay_day}'s transaction file delivered to the landing zone; waiting for the landing sensor's run", q)
-        daily = wait_for_run(dagster_url, {"vigil/trigger": "landing", "dagster/partition": str(replay_day)}, a.wait_run, q)
+        say(f"{replay_day}'s transaction file delivered to the landing zone; waiting for the landing sensor's run")
+        daily = wait_for_run(dagster_url, {"vigil/trigger": "landing", "dagster/partition": str(replay_day)}, a.wait_run)
         if daily["status"] != "SUCCESS":
             raise SystemExit(f"daily pipeline run for {replay_day}: {daily}; see the Dagster UI at {dagster_url}")
         step("monitor", t0)
@@ -251,11 +249,11 @@ def demo(a: argparse.Namespace) -> dict:
         if drift.get("dataset_drift") and a.wait_retrain > 0:
             t0 = time.perf_counter()
             say(f"drift detected (share {drift['drift_share']:.2f}): waiting for the drift sensor's retraining run "
-                f"(Dagster daemon, up to {a.wait_retrain}s)", q)
-            retraining = wait_for_run(dagster_url, {"vigil/trigger": "drift"}, a.wait_retrain, q)
+                f"(Dagster daemon, up to {a.wait_retrain}s)")
+            retraining = wait_for_run(dagster_url, {"vigil/trigger": "drift"}, a.wait_retrain)
             if retraining and retraining["status"] == "SUCCESS":
                 retraining["model_version"] = registry.current(paths)["tag"]
-            say(f"  retraining run: {retraining}", q)
+            say(f"  retraining run: {retraining}")
             step("sensor_retraining", t0)
 
         summary = {
@@ -281,7 +279,7 @@ def demo(a: argparse.Namespace) -> dict:
         else:
             print_summary(summary)
         if not a.once:
-            say("running; Ctrl-C stops Dagster and the endpoint", q)
+            say("running; Ctrl-C stops Dagster and the endpoint")
             try:
                 while all(p.poll() is None for p in procs):
                     time.sleep(1)
@@ -297,7 +295,7 @@ RUNS_QUERY = """query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags
   ... on Runs { results { runId status jobName tags { key value } } } } }"""
 
 
-def wait_for_run(dagster_url: str, tags: dict, timeout: float, quiet: bool) -> dict:
+def wait_for_run(dagster_url: str, tags: dict, timeout: float) -> dict:
     """Poll Dagster's GraphQL API for the newest run carrying ``tags`` until it finishes."""
     import httpx
 
@@ -312,7 +310,7 @@ def wait_for_run(dagster_url: str, tags: dict, timeout: float, quiet: bool) -> d
         if runs:
             run = runs[0]
             if run["status"] != last:
-                say(f"  run {run['runId'][:8]} ({run['jobName']}): {run['status']}", quiet)
+                say(f"  run {run['runId'][:8]} ({run['jobName']}): {run['status']}")
                 last = run["status"]
             if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
                 tags = {t["key"]: t["value"] for t in run["tags"]}

@@ -14,49 +14,37 @@ from pathlib import Path
 import numpy as np
 
 from vigil import config
-from vigil.features import CUSTOMER_ASOF, CUSTOMER_FEATURES, FEATURE_TTL, TERMINAL_ASOF, TERMINAL_FEATURES
+from vigil.features import FEATURE_TTL, FEATURE_VIEWS
 
 FEATURE_SERVICE = "fraud_features_v2"  # v2: reported-fraud terminal risk, customer amount spread
-CUSTOMER_VIEW = "customer_spending"
-TERMINAL_VIEW = "terminal_risk"
+CUSTOMER_VIEW, TERMINAL_VIEW = (v.name for v in FEATURE_VIEWS)
 INFRA = Path(__file__).resolve().parents[1] / "infra" / "feast"
 
 
-def feature_refs() -> list[str]:
-    return [f"{CUSTOMER_VIEW}:{f}" for f in CUSTOMER_FEATURES + [CUSTOMER_ASOF]] + [
-        f"{TERMINAL_VIEW}:{f}" for f in TERMINAL_FEATURES + [TERMINAL_ASOF]
-    ]
-
-
 def definitions(paths: config.Paths) -> list:
+    """Entities, offline sources and feature views from :data:`vigil.features.FEATURE_VIEWS`, and
+    the versioned feature service over all of them."""
     from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
     from feast.data_format import ParquetFormat
     from feast.types import Float64, Int64
 
-    customer = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.INT64)
-    terminal = Entity(name="terminal", join_keys=["terminal_id"], value_type=ValueType.INT64)
-    customer_src = FileSource(name="customer_snapshots", path=str(paths.features / "customer"),
-                              file_format=ParquetFormat(), timestamp_field="event_timestamp")
-    terminal_src = FileSource(name="terminal_snapshots", path=str(paths.features / "terminal"),
-                              file_format=ParquetFormat(), timestamp_field="event_timestamp")
-    customer_view = FeatureView(
-        name=CUSTOMER_VIEW,
-        entities=[customer],
-        ttl=FEATURE_TTL,
-        schema=[Field(name=f, dtype=Float64) for f in CUSTOMER_FEATURES] + [Field(name=CUSTOMER_ASOF, dtype=Int64)],
-        source=customer_src,
-        online=True,
-    )
-    terminal_view = FeatureView(
-        name=TERMINAL_VIEW,
-        entities=[terminal],
-        ttl=FEATURE_TTL,
-        schema=[Field(name=f, dtype=Float64) for f in TERMINAL_FEATURES] + [Field(name=TERMINAL_ASOF, dtype=Int64)],
-        source=terminal_src,
-        online=True,
-    )
-    service = FeatureService(name=FEATURE_SERVICE, features=[customer_view, terminal_view], tags={"model_features": "v2"})
-    return [customer, terminal, customer_src, terminal_src, customer_view, terminal_view, service]
+    objs, views = [], []
+    for spec in FEATURE_VIEWS:
+        entity = Entity(name=spec.entity, join_keys=[spec.key], value_type=ValueType.INT64)
+        source = FileSource(name=f"{spec.folder}_snapshots", path=str(paths.features / spec.folder),
+                            file_format=ParquetFormat(), timestamp_field="event_timestamp")
+        view = FeatureView(
+            name=spec.name,
+            entities=[entity],
+            ttl=FEATURE_TTL,
+            schema=[Field(name=f, dtype=Float64) for f in spec.features] + [Field(name=spec.asof, dtype=Int64)],
+            source=source,
+            online=True,
+        )
+        objs += [entity, source, view]
+        views.append(view)
+    service = FeatureService(name=FEATURE_SERVICE, features=views, tags={"model_features": "v2"})
+    return objs + [service]
 
 
 def open_store(paths: config.Paths | None = None, profile: str | None = None):
@@ -112,8 +100,8 @@ class OnlineReader:
         self._key, self._value = EntityKey, Value
         self.config = store.config
         self.online_store = store._get_provider().online_store
-        self.views = {CUSTOMER_VIEW: store.get_feature_view(CUSTOMER_VIEW), TERMINAL_VIEW: store.get_feature_view(TERMINAL_VIEW)}
-        self.join_keys = {CUSTOMER_VIEW: "customer_id", TERMINAL_VIEW: "terminal_id"}
+        self.views = {v.name: store.get_feature_view(v.name) for v in FEATURE_VIEWS}
+        self.join_keys = {v.name: v.key for v in FEATURE_VIEWS}
 
     def read(self, view: str, ids: list[int]) -> list[dict | None]:
         """One dict of feature values per id (None when the entity has no online row)."""
@@ -132,7 +120,7 @@ class OnlineReader:
         return out
 
 
-SNAPSHOT_FOLDERS = {CUSTOMER_VIEW: ("customer", "customer_id", CUSTOMER_ASOF), TERMINAL_VIEW: ("terminal", "terminal_id", TERMINAL_ASOF)}
+SNAPSHOT_FOLDERS = {v.name: (v.folder, v.key, v.asof) for v in FEATURE_VIEWS}
 
 
 def write_online(store, paths: config.Paths, days, reader: "OnlineReader | None" = None) -> dict[str, int]:
@@ -189,4 +177,4 @@ def _forget_redis_timestamps(store, reader: "OnlineReader", view: str, key: str,
 def materialize(store, start: datetime, end: datetime) -> None:
     """Load snapshots with ``start <= event_timestamp < end`` into the online store."""
     store.materialize(start_date=start.astimezone(timezone.utc), end_date=end.astimezone(timezone.utc),
-                      feature_views=[CUSTOMER_VIEW, TERMINAL_VIEW])
+                      feature_views=[v.name for v in FEATURE_VIEWS])

@@ -20,6 +20,7 @@ Semantics (the README's feature section says the same):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import numpy as np
@@ -40,7 +41,27 @@ CUSTOMER_ASOF = "customer_as_of"  # epoch seconds of the snapshot, served for fr
 TERMINAL_ASOF = "terminal_as_of"
 REQUEST_FEATURES = ["tx_amount", "is_weekend", "is_night", "hour_of_day", "amount_to_customer_avg_30d",
                     "amount_zscore_customer_30d"]
-MODEL_FEATURES = REQUEST_FEATURES + CUSTOMER_FEATURES + TERMINAL_FEATURES
+
+
+@dataclass(frozen=True)
+class FeatureViewSpec:
+    """One snapshot table as every side sees it: the Feast definitions (view, entity, source), the
+    snapshot writer (folder), the online reader and writer (key, freshness column) and the scorer
+    (feature order). Adding a view or a feature here reaches all of them."""
+
+    name: str  # Feast feature view
+    entity: str  # Feast entity
+    key: str  # entity column and join key
+    folder: str  # snapshots under ``lake/features/<folder>``, the view's offline source
+    features: tuple[str, ...]
+    asof: str  # epoch seconds of the snapshot: Vigil's freshness check online
+
+
+FEATURE_VIEWS = (
+    FeatureViewSpec("customer_spending", "customer", "customer_id", "customer", tuple(CUSTOMER_FEATURES), CUSTOMER_ASOF),
+    FeatureViewSpec("terminal_risk", "terminal", "terminal_id", "terminal", tuple(TERMINAL_FEATURES), TERMINAL_ASOF),
+)
+MODEL_FEATURES = REQUEST_FEATURES + [f for v in FEATURE_VIEWS for f in v.features]
 NIGHT_END_HOUR = 6
 
 
@@ -193,6 +214,7 @@ def build_snapshots(paths, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
                                "reported_at": pd.Series([], dtype="datetime64[ns]")})
     cust = customer_snapshot(tx, day)
     term = terminal_snapshot(tx, labels, day)
-    lake.write_day(paths.features / "customer", day, cust)
-    lake.write_day(paths.features / "terminal", day, term)
+    customer_view, terminal_view = FEATURE_VIEWS
+    lake.write_day(paths.features / customer_view.folder, day, cust)
+    lake.write_day(paths.features / terminal_view.folder, day, term)
     return cust, term

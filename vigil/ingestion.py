@@ -19,9 +19,9 @@ from vigil.features import HISTORY_DAYS
 from vigil.contracts import (DEFAULT_AMOUNT_CEILING, LABEL_REQUIRED, TX_REQUIRED, ContractError, ValidationResult,
                              validate_labels, validate_transactions)
 from vigil.data_profile import StatCheck, Thresholds, check_day
-from vigil.sources import DayBatch, FileReport, FileSource, PostgresSource
+from vigil.sources import DayBatch, DaySource, FileReport, FileSource
 
-Source = FileSource | PostgresSource
+Source = DaySource
 EMPTY_LABELS = {"transaction_id": "int64", "tx_fraud": "int64", "reported_at": "datetime64[ns]"}
 META_TYPES = {"source_file": "string", "source_row": "int64", "read_error": "string", "source_text": "string"}
 

@@ -18,9 +18,8 @@ import numpy as np
 
 from vigil import registry
 from vigil.config import Paths
-from vigil.feature_repo import CUSTOMER_VIEW, TERMINAL_VIEW, OnlineReader, open_store
-from vigil.features import (CUSTOMER_ASOF, CUSTOMER_FEATURES, MODEL_FEATURES, REQUEST_FEATURES, TERMINAL_ASOF,
-                            TERMINAL_FEATURES, is_fresh, request_features)
+from vigil.feature_repo import OnlineReader, open_store
+from vigil.features import FEATURE_VIEWS, MODEL_FEATURES, REQUEST_FEATURES, is_fresh, request_features
 from vigil.model import FraudModel
 from vigil.policy import DecisionPolicy
 from vigil.prediction_log import PredictionLog
@@ -57,7 +56,7 @@ class Scorer:
         self.poll_seconds = poll_seconds
         self._pointer_mtime = 0.0
         self._stop = threading.Event()
-        self.counters = {f"stale_{CUSTOMER_VIEW}": 0, f"stale_{TERMINAL_VIEW}": 0, "scored": 0}
+        self.counters = {**{f"stale_{v.name}": 0 for v in FEATURE_VIEWS}, "scored": 0}
         self.reload()
 
     # -- model lifecycle -------------------------------------------------------------------
@@ -103,18 +102,17 @@ class Scorer:
         amount = np.array([r["tx_amount"] for r in requests], dtype=np.float64)
         x = np.full((n, len(MODEL_FEATURES)), np.nan)
         stale: list[list[str]] = [[] for _ in range(n)]
-        first = len(REQUEST_FEATURES)
-        for view, key, names, asof_col, offset in (
-            (CUSTOMER_VIEW, "customer_id", CUSTOMER_FEATURES, CUSTOMER_ASOF, first),
-            (TERMINAL_VIEW, "terminal_id", TERMINAL_FEATURES, TERMINAL_ASOF, first + len(CUSTOMER_FEATURES)),
-        ):
-            rows = self.reader.read(view, [r[key] for r in requests])
+        first = offset = len(REQUEST_FEATURES)
+        for spec in FEATURE_VIEWS:  # MODEL_FEATURES order: request-time, then each view's features
+            names = spec.features
+            rows = self.reader.read(spec.name, [r[spec.key] for r in requests])
             for i, row in enumerate(rows):
-                if row is not None and is_fresh(row.get(asof_col), epoch[i]):
+                if row is not None and is_fresh(row.get(spec.asof), epoch[i]):
                     x[i, offset : offset + len(names)] = [row.get(f, np.nan) for f in names]
                 else:
-                    stale[i].append(view)
-                    self.counters[f"stale_{view}"] += 1
+                    stale[i].append(spec.name)
+                    self.counters[f"stale_{spec.name}"] += 1
+            offset += len(names)
         x[:, :first] = request_features(epoch, amount, x[:, AVG_30D], x[:, STD_30D])
         return x, stale
 

@@ -23,6 +23,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -370,6 +371,21 @@ def combine(parts: list[pd.DataFrame], required=()) -> tuple[pd.DataFrame, dict[
     return pd.concat([f[data_cols + [m for m in META if m in f.columns]] for f in parts], ignore_index=True), optional
 
 
+class DaySource(Protocol):
+    """Where a day's rows come from (landing files, a table): what ingestion, validation and the
+    asset metadata need, whatever the source."""
+
+    def read_day(self, day: date, required=()) -> DayBatch: ...
+
+    def read(self, day: date) -> pd.DataFrame | None: ...
+
+    def describe(self) -> str: ...
+
+    def unaccounted(self) -> dict[str, object]:
+        """What the source holds that no daily partition reads (named in the ingestion metadata)."""
+        ...
+
+
 IGNORED_PREFIXES = (".", "_")  # uploads in progress (.part) and markers (_SUCCESS), by Hadoop/Spark convention
 
 
@@ -409,6 +425,11 @@ class FileSource:
         """Entries of the landing folder that belong to no day (their name does not start with a
         date): they are never read, and the ingestion metadata names them."""
         return [p.name for p in self._top() if _day_of(p) is None and not p.name.startswith(IGNORED_PREFIXES)]
+
+    def unaccounted(self) -> dict[str, object]:
+        stray = self.stray()
+        return {"stray_files": ", ".join(stray[:20]) + (f" … and {len(stray) - 20} more" if len(stray) > 20 else "")
+                if stray else "none", "stray_file_count": len(stray)}
 
     def signature(self, day: date) -> str:
         """Changes whenever a file of the day is added, removed or rewritten (the sensor's run key)."""
@@ -515,6 +536,9 @@ class PostgresSource:
             rows = conn.execute(query, (datetime.combine(since, datetime.min.time()),
                                         datetime.combine(before, datetime.min.time()))).fetchall()
         return {day: f"{n}:{xmin}" for day, n, xmin in rows}
+
+    def unaccounted(self) -> dict[str, object]:
+        return {"rows_without_day": self.unattributed()}
 
     def unattributed(self) -> int:
         from psycopg import sql

@@ -19,7 +19,7 @@ import pandas as pd
 from vigil import evaluation, lake
 from vigil.config import LABEL_MATURITY_DAYS, Paths
 from vigil.feature_repo import FEATURE_SERVICE
-from vigil.features import (CUSTOMER_FEATURES, HISTORY_DAYS, MODEL_FEATURES, REQUEST_FEATURES, TERMINAL_FEATURES,
+from vigil.features import (FEATURE_VIEWS, HISTORY_DAYS, MODEL_FEATURES, REQUEST_FEATURES,
                             epoch_seconds, request_features)
 from vigil.model import FraudModel, build_pipeline
 from vigil.policy import DecisionPolicy, fit_policy
@@ -79,7 +79,7 @@ def point_in_time_features(store, entity_df: pd.DataFrame) -> pd.DataFrame:
     ent = entity_df[KEYS].drop_duplicates()
     got = store.get_historical_features(entity_df=ent, features=store.get_feature_service(FEATURE_SERVICE)).to_df()
     got = got.drop_duplicates(KEYS)
-    cols = KEYS + [c for c in CUSTOMER_FEATURES + TERMINAL_FEATURES if c in got.columns]
+    cols = KEYS + [c for v in FEATURE_VIEWS for c in v.features if c in got.columns]
     return entity_df.merge(got[cols], on=KEYS, how="left", validate="many_to_one")
 
 
