@@ -8,7 +8,6 @@ all in the same run so the ratios survive a noisy shared machine.
 import argparse
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -95,19 +94,10 @@ def main():
         scorer_lat.append((time.perf_counter() - s) * 1000)
     scorer.close()
 
-    with socket.socket() as sk:
-        sk.bind(("127.0.0.1", 0))
-        port = sk.getsockname()[1]
-    env = dict(os.environ, VIGIL_HOME=str(paths.root), BENTOML_HOME=str(paths.bentoml_home), PYTHONPATH=str(ROOT))
-    log = open(paths.root / "bench-serving.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:FraudScorer", "--host", "127.0.0.1",
-                             "--port", str(port), "--working-dir", str(ROOT)], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        from vigil.cli import wait_http
+    from vigil.processes import endpoint_env, serve_endpoint
 
-        wait_http(f"{url}/readyz", 120, proc, "BentoML endpoint", paths.root / "bench-serving.log")
+    env = endpoint_env(paths.root)
+    with serve_endpoint(paths.root, paths.root / "bench-serving.log", env=env) as (url, _):
         with httpx.Client(base_url=url, timeout=5) as c:
             for b in bodies[:200]:  # warm-up
                 c.post("/score", json=b)
@@ -121,10 +111,6 @@ def main():
             still_writing = writer.poll() is None
             writer.kill()
             writer.wait()
-    finally:
-        from vigil.cli import stop
-
-        stop(proc)
 
     result = {
         "machine": f"{platform.node()} {os.cpu_count()} cores {platform.processor() or platform.machine()}",

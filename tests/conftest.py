@@ -6,8 +6,6 @@ import contextlib
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import uuid
 from datetime import date, timedelta
 from pathlib import Path
@@ -76,22 +74,10 @@ def pipeline_home(tmp_path_factory):
 @contextlib.contextmanager
 def serve(root: Path, extra_env: dict | None = None):
     """The real BentoML server (``bentoml serve``) over loopback, on the home ``root``."""
-    from vigil.cli import stop, wait_http
+    from vigil.processes import endpoint_env, serve_endpoint
 
-    port = free_port()
-    env = {**os.environ, "VIGIL_HOME": str(root), "BENTOML_HOME": str(root / "bentoml"), "PYTHONPATH": str(ROOT), **(extra_env or {})}
-    log_file = root / "serving-test.log"
-    log = open(log_file, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "bentoml", "serve", "serving.service:FraudScorer", "--host", "127.0.0.1",
-                             "--port", str(port), "--working-dir", str(ROOT)], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/readyz", 120, proc, "BentoML endpoint", log_file)
+    with serve_endpoint(root, root / "serving-test.log", env=endpoint_env(root, extra=extra_env)) as (url, _):
         yield url
-    finally:
-        stop(proc)
-        log.close()
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from datetime import date
 from pathlib import Path
 
 from vigil import config
+from vigil.processes import endpoint_command, free_port, start, stop, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 DAILY_ASSETS = [
@@ -71,64 +71,6 @@ def run_dagster(args: list[str], env: dict, log_file: Path) -> None:
         rc = p.wait()
     if rc != 0:
         raise SystemExit(f"dagster {' '.join(args[:2])} failed (exit {rc}); last lines:\n" + "\n".join(tail) + f"\nfull log: {log_file}")
-
-
-def free_port(preferred: int) -> int:
-    for port in [preferred] + [0]:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-                return s.getsockname()[1]
-            except OSError:
-                continue
-    raise RuntimeError("no free port")
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen, what: str, log_file: Path) -> None:
-    import httpx
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with {proc.returncode}; see {log_file}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{what} not ready at {url} after {timeout:.0f}s; see {log_file}")
-
-
-def start(cmd: list[str], env: dict, log_file: Path) -> subprocess.Popen:
-    log = open(log_file, "a")
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
-    """Stop a server and everything it spawned (BentoML's workers run in sessions of their own)."""
-    import psutil
-
-    try:
-        family = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        family = []
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout)
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-    _, alive = psutil.wait_procs(family, timeout=5)
-    for child in alive:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 def parse_drift(spec: str | None):
@@ -209,8 +151,7 @@ def demo(a: argparse.Namespace) -> dict:
     dport, sport = free_port(a.dagster_port), free_port(a.serving_port)
     dagster = start([sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(dport)],
                     env, logs / "dagster-dev.log")
-    server = start([sys.executable, "-m", "bentoml", "serve", "serving.service:FraudScorer", "--host", "127.0.0.1",
-                    "--port", str(sport), "--working-dir", str(ROOT)], env, logs / "serving.log")
+    server = start(endpoint_command(sport), env, logs / "serving.log")
     procs = [server, dagster]
     try:
         serving_url, dagster_url = f"http://127.0.0.1:{sport}", f"http://127.0.0.1:{dport}"
