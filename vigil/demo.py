@@ -1,0 +1,288 @@
+"""``vigil demo``: the whole loop on the embedded defaults, as a user would run it by hand.
+
+The demo drives Dagster through its own command line (``dagster asset materialize``,
+``dagster job execute``, ``dagster dev``) and BentoML through ``bentoml serve``, so the core
+package never imports either orchestration or serving code, and what the demo runs is exactly
+what the README tells a user to type.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from vigil import config
+from vigil.processes import endpoint_command, free_port, start, stop, wait_http
+
+ROOT = Path(__file__).resolve().parents[1]
+DAILY_ASSETS = [
+    "raw_transactions", "label_feed", "validated_transactions", "validated_labels", "feature_snapshots",
+    "online_features", "prediction_log_daily", "drift_report", "live_performance_daily",
+]
+DEMO_MARKER = ".vigil-demo"
+
+
+def say(msg: str) -> None:
+    """Progress goes to stderr, so ``--json`` keeps stdout machine-readable."""
+    print(f"[vigil {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def environment(home: Path, start: date) -> dict:
+    env = dict(os.environ)
+    env.update({
+        "VIGIL_HOME": str(home),
+        "VIGIL_START_DATE": start.isoformat(),
+        "DAGSTER_HOME": str(home / "dagster"),
+        "BENTOML_HOME": str(home / "bentoml"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    })
+    return env
+
+
+def prepare_dagster_home(home: Path) -> None:
+    dh = home / "dagster"
+    dh.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ROOT / "dagster.yaml", dh / "dagster.yaml")
+
+
+def run_dagster(args: list[str], env: dict, log_file: Path) -> None:
+    """Run a ``dagster`` CLI command to completion, echoing progress lines; raise on failure."""
+    cmd = [sys.executable, "-m", "dagster", *args, "-m", "pipelines.definitions", "-d", str(ROOT)]
+    with open(log_file, "a") as log:
+        log.write(f"$ {' '.join(cmd)}\n")
+        log.flush()
+        p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        tail: list[str] = []
+        for line in p.stdout:
+            log.write(line)
+            tail = (tail + [line.rstrip()])[-30:]
+            m = re.search(r"(landed|validated|snapshots): \d+/\d+ days", line)
+            if m:
+                say(f"  {m.group(0)}")
+        rc = p.wait()
+    if rc != 0:
+        raise SystemExit(f"dagster {' '.join(args[:2])} failed (exit {rc}); last lines:\n" + "\n".join(tail) + f"\nfull log: {log_file}")
+
+
+def parse_drift(spec: str | None):
+    from vigil.simulator import Drift
+
+    if not spec:
+        return []
+    out = []
+    for part in spec.split(","):
+        bits = part.split(":")
+        out.append(Drift(bits[0], int(bits[1]), float(bits[2]) if len(bits) > 2 else 0.05))
+    return out
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def demo(a: argparse.Namespace) -> dict:
+    t_start = time.perf_counter()
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated demo still stops what it started
+    home = Path(a.home or os.environ.get("VIGIL_HOME", ".vigil")).resolve()
+    if home.exists() and any(home.iterdir()):
+        if not (home / DEMO_MARKER).exists():
+            raise SystemExit(f"{home} holds data that is not a previous demo's; pass --home to use another folder")
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    (home / DEMO_MARKER).write_text("created by vigil demo; removed by the next vigil demo\n")
+    os.environ["VIGIL_HOME"] = str(home)
+    start_day = date.fromisoformat(a.start_date)
+    env = environment(home, start_day)
+    os.environ.update({k: env[k] for k in ("VIGIL_START_DATE", "DAGSTER_HOME", "BENTOML_HOME")})
+    prepare_dagster_home(home)
+    logs = home / "logs"
+    logs.mkdir()
+    paths = config.paths(home)
+    timings: dict[str, float] = {}
+
+    def step(name: str, t0: float) -> None:
+        timings[name] = round(time.perf_counter() - t0, 2)
+
+    # 1. the source system
+    from vigil.simulator import TX_COLUMNS, simulate, write_landing
+
+    t0 = time.perf_counter()
+    say(f"simulating {a.days + 1} days: {a.customers} customers, {a.terminals} terminals (seed {a.seed})")
+    sim = simulate(a.customers, a.terminals, a.days + 1, start_day, a.seed, parse_drift(a.drift))
+    write_landing(sim, paths.landing, days=range(a.days))  # the replayed day's file arrives after its traffic
+    last, replay_day = sim.day(a.days - 1), sim.day(a.days)
+    say(f"  {len(sim.transactions):,} transactions, fraud rate {sim.transactions['tx_fraud'].mean():.2%}, landing files in {paths.landing}")
+    step("simulate", t0)
+
+    # 2. the daily pipeline as one single-run backfill, then training
+    dlog = logs / "dagster-cli.log"
+    t0 = time.perf_counter()
+    say("feast apply (asset feast_registry)")
+    run_dagster(["asset", "materialize", "--select", "feast_registry"], env, dlog)
+    say(f"daily pipeline backfill {start_day}...{last} as a single run")
+    run_dagster(["asset", "materialize", "--select", ",".join(DAILY_ASSETS), "--partition-range", f"{start_day}...{last}"], env, dlog)
+    step("backfill", t0)
+    t0 = time.perf_counter()
+    say("retraining job: training set from Feast, model, evaluation gate, registration, promotion")
+    run_dagster(["job", "execute", "-j", "retraining"], env, dlog)
+    step("train_register_promote", t0)
+
+    from vigil import registry
+
+    prod = registry.current(paths)
+    if prod is None:
+        raise SystemExit(f"no model was promoted (evaluation gate failed?); see {dlog}")
+    info = registry.model_info(paths, prod["tag"])
+    pm = info["metadata"]["metrics"]
+    say(f"  promoted {prod['tag']}: Handbook protocol AUC {pm['handbook_auc']:.3f}, AP {pm['handbook_average_precision']:.3f}, "
+        f"CP@100 {pm['handbook_card_precision_at_100']:.3f}")
+
+    # 3. Dagster (webserver + daemon) and the endpoint
+    t0 = time.perf_counter()
+    dport, sport = free_port(a.dagster_port), free_port(a.serving_port)
+    dagster = start([sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(dport)],
+                    env, logs / "dagster-dev.log")
+    server = start(endpoint_command(sport), env, logs / "serving.log")
+    procs = [server, dagster]
+    try:
+        serving_url, dagster_url = f"http://127.0.0.1:{sport}", f"http://127.0.0.1:{dport}"
+        say(f"starting endpoint at {serving_url} and Dagster at {dagster_url}")
+        wait_http(f"{serving_url}/readyz", 180, server, "BentoML endpoint", logs / "serving.log")
+        wait_http(f"{dagster_url}/server_info", 240, dagster, "Dagster webserver", logs / "dagster-dev.log")
+        step("start_services", t0)
+
+        # 4. live traffic: replay the next day through HTTP
+        from vigil.replay import replay, to_requests
+
+        t0 = time.perf_counter()
+        tx = sim.transactions  # the day's traffic, before the day's batch file exists
+        frame = tx.loc[tx["tx_datetime"].dt.date == replay_day, TX_COLUMNS]
+        bodies = to_requests(frame)
+        say(f"replaying {replay_day} as HTTP traffic: {len(bodies):,} requests")
+        stats = replay(serving_url, bodies, concurrency=a.concurrency,
+                       progress=lambda n, total: say(f"  {n:,}/{total:,} requests"))
+        rs = stats.summary()
+        say(f"  {rs['ok']:,} ok, {rs['client_errors']} 4xx, {rs['server_errors']} 5xx; p50 {rs['p50_ms']:.2f} ms, p99 {rs['p99_ms']:.2f} ms "
+            f"at {rs['rate_per_s']}/s")
+        step("replay", t0)
+
+        # 5. the day's batch file arrives; Dagster's landing sensor launches the daily pipeline for it
+        #    (ingestion, features, prediction log, Evidently drift report), unattended
+        t0 = time.perf_counter()
+        write_landing(sim, paths.landing, days=range(a.days, a.days + 1), labels=False)
+        say(f"{replay_day}'s transaction file delivered to the landing zone; waiting for the landing sensor's run")
+        daily = wait_for_run(dagster_url, {"vigil/trigger": "landing", "dagster/partition": str(replay_day)}, a.wait_run)
+        if daily["status"] != "SUCCESS":
+            raise SystemExit(f"daily pipeline run for {replay_day}: {daily}; see the Dagster UI at {dagster_url}")
+        step("monitor", t0)
+        drift_file = paths.monitoring / "drift" / f"{replay_day}.json"
+        drift = json.loads(drift_file.read_text()) if drift_file.exists() else {"dataset_drift": None}
+        retraining = None
+        if drift.get("dataset_drift") and a.wait_retrain > 0:
+            t0 = time.perf_counter()
+            say(f"drift detected (share {drift['drift_share']:.2f}): waiting for the drift sensor's retraining run "
+                f"(Dagster daemon, up to {a.wait_retrain}s)")
+            retraining = wait_for_run(dagster_url, {"vigil/trigger": "drift"}, a.wait_retrain)
+            if retraining and retraining["status"] == "SUCCESS":
+                retraining["model_version"] = registry.current(paths)["tag"]
+            say(f"  retraining run: {retraining}")
+            step("sensor_retraining", t0)
+
+        summary = {
+            "model_version": prod["tag"],
+            "metrics": {k: info["metadata"]["metrics"][k] for k in SUMMARY_METRICS},
+            "training_window": info["metadata"]["lineage"],
+            "served_requests": rs["ok"],
+            "rejected_requests": rs["client_errors"],
+            "failed_requests": rs["server_errors"],
+            "serving_p50_ms": round(rs["p50_ms"], 3),
+            "serving_p99_ms": round(rs["p99_ms"], 3),
+            "drift_detected": drift.get("dataset_drift"),
+            "drift_share": drift.get("drift_share"),
+            "drift_report": drift.get("html"),
+            "retraining": retraining,
+            "urls": {"dagster": dagster_url, "serving": serving_url, "score": f"{serving_url}/score", "metrics": f"{serving_url}/metrics"},
+            "vigil_home": str(home),
+            "timings_s": timings,
+            "wall_seconds": round(time.perf_counter() - t_start, 1),
+        }
+        if a.json:
+            print(json.dumps(summary, indent=1, default=str))
+        else:
+            print_summary(summary)
+        if not a.once:
+            say("running; Ctrl-C stops Dagster and the endpoint")
+            try:
+                while all(p.poll() is None for p in procs):
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
+        return summary
+    finally:
+        for p in procs:
+            stop(p)
+
+
+RUNS_QUERY = """query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {
+  ... on Runs { results { runId status jobName tags { key value } } } } }"""
+
+
+def wait_for_run(dagster_url: str, tags: dict, timeout: float) -> dict:
+    """Poll Dagster's GraphQL API for the newest run carrying ``tags`` until it finishes."""
+    import httpx
+
+    deadline, last = time.time() + timeout, None
+    variables = {"tags": [{"key": k, "value": v} for k, v in tags.items()]}
+    while time.time() < deadline:
+        try:
+            r = httpx.post(f"{dagster_url}/graphql", json={"query": RUNS_QUERY, "variables": variables}, timeout=10)
+            runs = r.json()["data"]["runsOrError"].get("results", [])
+        except (httpx.HTTPError, KeyError, ValueError):
+            runs = []
+        if runs:
+            run = runs[0]
+            if run["status"] != last:
+                say(f"  run {run['runId'][:8]} ({run['jobName']}): {run['status']}")
+                last = run["status"]
+            if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+                tags = {t["key"]: t["value"] for t in run["tags"]}
+                return {"run_id": run["runId"], "status": run["status"], "run_key": tags.get("dagster/run_key")}
+        time.sleep(3)
+    return {"status": "TIMEOUT", "waited_s": timeout}
+
+
+SUMMARY_METRICS = ("handbook_auc", "handbook_average_precision", "handbook_card_precision_at_100",
+                   "week_auc", "week_average_precision", "week_card_precision_at_100")
+
+
+def print_summary(s: dict) -> None:
+    m = s["metrics"]
+    lines = [
+        "",
+        "Vigil demo: the loop ran",
+        f"  model in production   {s['model_version']}",
+        f"  held-out week         Handbook protocol: AUC {m['handbook_auc']:.3f}   AP {m['handbook_average_precision']:.3f}"
+        f"   CP@100 {m['handbook_card_precision_at_100']:.3f}",
+        f"                        whole week:        AUC {m['week_auc']:.3f}   AP {m['week_average_precision']:.3f}"
+        f"   CP@100 {m['week_card_precision_at_100']:.3f}",
+        f"  served over HTTP      {s['served_requests']:,} requests   p50 {s['serving_p50_ms']:.2f} ms   p99 {s['serving_p99_ms']:.2f} ms"
+        f"   ({s['rejected_requests']} rejected, {s['failed_requests']} failed)",
+        f"  drift on served day   {s['drift_detected']} (share of drifted features {s['drift_share']})",
+        f"  drift report          {s['drift_report']}",
+        f"  retraining on drift   {s['retraining']}",
+        f"  Dagster UI            {s['urls']['dagster']}",
+        f"  scoring endpoint      {s['urls']['score']}   (metrics: {s['urls']['metrics']})",
+        f"  state                 {s['vigil_home']}",
+        f"  wall time             {s['wall_seconds']} s   {s['timings_s']}",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
