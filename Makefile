@@ -30,6 +30,8 @@ bench: .venv/.synced
 	.venv/bin/python benchmarks/validation.py
 	.venv/bin/python benchmarks/backfill.py
 	.venv/bin/python benchmarks/features.py
+	.venv/bin/python benchmarks/model_quality.py --home .vigil-bench/quality
+	.venv/bin/python benchmarks/batch_scoring.py --home .vigil-bench/quality
 
 clean:
-	rm -rf .venv $(TOOLS) .vigil
+	rm -rf .venv $(TOOLS) .vigil .vigil-bench
