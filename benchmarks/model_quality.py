@@ -151,9 +151,9 @@ def main():
                     model.fit(x, train["label"])
                     scored = test.assign(score=model.predict_proba(test[BASELINE].fillna(0.0))[:, 1])
                 fit_s[kind] = fit_s.get(kind, 0.0) + time.perf_counter() - t1
-                m = evaluation.handbook_metrics(scored, known)
-                fixed = evaluation.handbook_metrics(scored, fixed_delay_known(data, since))
-                per.append({**m, **{k.replace("handbook_", "fixed_delay_"): v for k, v in fixed.items()},
+                fixed = evaluation.exclude_known_compromised(scored, fixed_delay_known(data, since))
+                per.append({**evaluation.handbook_metrics(scored, known),
+                            **evaluation.measures(fixed, "fixed_delay", remove_detected=True),
                             **evaluation.week_metrics(scored)})
             frame = pd.DataFrame(per)
             rows.append({"model": name, "split": split, "folds": len(starts),

@@ -29,13 +29,21 @@ SOURCE_COLUMNS = ["source_file", "source_row"]
 # provenance added by the reader (vigil.sources); ``source_text`` is a half-read row's original text
 META_COLUMNS = SOURCE_COLUMNS + ["read_error", "source_text"]
 ID_TEXT = r"\s*[0-9]{1,18}\s*"  # a well-formed identifier given as text: plain digits, fits int64
-# a decimal number as text ("6.81", "-2", ".5", "1e3"): anything else ("12,50", "NaN", "1_000") is wrong_type
 TZ_SUFFIX = r"[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?\s*(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)\s*$"  # a time with an offset
+# a decimal number as text ("6.81", "-2", ".5", "1e3"): anything else ("12,50", "NaN", "1_000") is wrong_type
 DECIMAL_TEXT = r"\s*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*"
 
 
 class ContractError(ValueError):
     """The whole batch breaks the contract (missing column, unreadable file): nothing is admitted."""
+
+
+def require_columns(where: str, columns: list[str], required) -> None:
+    """Refuse a file, table or batch that lacks a required column, naming it and what it has."""
+    missing = [c for c in required if c not in columns]
+    if missing:
+        found = [c for c in columns if c not in META_COLUMNS]
+        raise ContractError(f"{where}: required column(s) {missing} missing; found columns {found}")
 
 
 @dataclass
@@ -176,11 +184,8 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, required: dict[str
     ``row_rules`` are extra checks that need context beyond the batch (e.g. other partitions);
     each gets the coerced frame and returns reason codes by row position.
     """
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        files = ", ".join(map(str, frame["source_file"].unique())) if "source_file" in frame.columns else ""
-        found = [c for c in frame.columns if c not in META_COLUMNS]
-        raise ContractError(f"{files or source_file or 'batch'}: required column(s) {missing} missing; found columns {found}")
+    files = ", ".join(map(str, frame["source_file"].unique())) if "source_file" in frame.columns else ""
+    require_columns(files or source_file or "batch", list(frame.columns), required)
     frame = frame.reset_index(drop=True)
     meta = frame[[c for c in META_COLUMNS if c in frame.columns]]
     frame = frame.drop(columns=meta.columns)
@@ -221,9 +226,8 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, required: dict[str
     quarantined["source_file"] = meta["source_file"].to_numpy()[mask] if "source_file" in meta else source_file
     quarantined["source_row"] = meta["source_row"].to_numpy()[mask] if "source_row" in meta else bad_rows + 1
     # a half-read row's original text: its fields above may be incomplete
-    quarantined["source_text"] = (meta["source_text"].to_numpy()[mask] if "source_text" in meta
-                                  else pd.Series([None] * int(mask.sum()), dtype="string"))
-    quarantined["source_text"] = quarantined["source_text"].astype("string")
+    quarantined["source_text"] = pd.array(meta["source_text"].to_numpy()[mask] if "source_text" in meta
+                                          else [None] * int(mask.sum()), dtype="string")
     counts: dict[str, int] = {}
     for lst in reasons.values():
         for code in lst:

@@ -72,31 +72,31 @@ def _ranking(frame: pd.DataFrame, score: str, label: str) -> tuple[float, float]
     return float(roc_auc_score(y, s)), float(average_precision_score(y, s))
 
 
+def measures(frame: pd.DataFrame, prefix: str, remove_detected: bool, score: str = "score", label: str = "label",
+             k: int = K) -> dict[str, float]:
+    """AUC, AP, CP@k, rows and fraud rate of ``frame``, each named ``<prefix>_<measure>``."""
+    auc, ap = _ranking(frame, score, label)
+    return {f"{prefix}_auc": auc, f"{prefix}_average_precision": ap,
+            f"{prefix}_card_precision_at_{k}": card_precision_at_k(frame, score, label, k, remove_detected),
+            f"{prefix}_rows": int(len(frame)),
+            f"{prefix}_fraud_rate": float(frame[label].mean()) if len(frame) else float("nan")}
+
+
 def handbook_metrics(frame: pd.DataFrame, known: pd.DataFrame | None, score: str = "score", label: str = "label",
                      k: int = K) -> dict[str, float]:
     """AUC, AP and CP@k under the Handbook's protocol (see the module docstring)."""
-    rows = exclude_known_compromised(frame, known)
-    auc, ap = _ranking(rows, score, label)
-    return {"handbook_auc": auc, "handbook_average_precision": ap,
-            f"handbook_card_precision_at_{k}": card_precision_at_k(rows, score, label, k, remove_detected=True),
-            "handbook_rows": int(len(rows)), "handbook_fraud_rate": float(rows[label].mean()) if len(rows) else float("nan")}
+    return measures(exclude_known_compromised(frame, known), "handbook", True, score, label, k)
 
 
 def week_metrics(frame: pd.DataFrame, score: str = "score", label: str = "label", k: int = K) -> dict[str, float]:
     """The same measures on every row, cards counted again each day (not the Handbook's)."""
-    auc, ap = _ranking(frame, score, label)
-    return {"week_auc": auc, "week_average_precision": ap,
-            f"week_card_precision_at_{k}": card_precision_at_k(frame, score, label, k, remove_detected=False),
-            "week_rows": int(len(frame)), "week_fraud_rate": float(frame[label].mean()) if len(frame) else float("nan")}
+    return measures(frame, "week", False, score, label, k)
 
 
 def metrics(frame: pd.DataFrame, known: pd.DataFrame | None = None, score: str = "score", label: str = "label",
             k: int = K) -> dict[str, float]:
     """Both protocols, each figure named after its own."""
     return {**handbook_metrics(frame, known, score, label, k), **week_metrics(frame, score, label, k)}
-
-
-HEADLINE = ("handbook_auc", "handbook_average_precision", "handbook_card_precision_at_100")
 
 
 def pr_curve(frame: pd.DataFrame, score: str = "score", label: str = "label", points: int = 50) -> pd.DataFrame:

@@ -90,7 +90,7 @@ def live_performance(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict:
     frame = predictions.assign(label=predictions["transaction_id"].isin(fraud).astype(int),
                                score=predictions["fraud_score"], tx_datetime=pd.to_datetime(predictions["tx_datetime"]))
     # served traffic of one day: cards counted once, no Handbook exclusions (named live_*)
-    out = {k.replace("week_", "live_"): v for k, v in evaluation.week_metrics(frame).items()}
+    out = evaluation.measures(frame, "live", remove_detected=False)
     out["reported_frauds"] = int(frame["label"].sum())
     out["decline_rate"] = float(np.mean(predictions["decision"] == "decline"))
     return out

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from vigil.contracts import META_COLUMNS as META
-from vigil.contracts import ContractError
+from vigil.contracts import ContractError, require_columns
 
 SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd", ".zstd": "zstd"}
@@ -65,10 +65,6 @@ class DayBatch:
     frame: pd.DataFrame | None
     files: list[FileReport]
     extra_columns: dict[str, int] = field(default_factory=dict)  # optional column -> parts that have it
-
-    @property
-    def parts(self) -> int:
-        return sum(f.status == "read" for f in self.files)
 
 
 def _with_meta(frame: pd.DataFrame, source: str, rows=None, errors=None, texts=None) -> pd.DataFrame:
@@ -111,11 +107,12 @@ def _decompress(name: str, data: bytes, kind: str) -> tuple[bytes, bool]:
     if kind == "zstd":
         import pyarrow as pa
 
-        stream, out, cut = pa.CompressedInputStream(pa.BufferReader(data), "zstd"), [], False
+        stream, out, cut, size = pa.CompressedInputStream(pa.BufferReader(data), "zstd"), [], False, 0
         try:
             while chunk := stream.read(1 << 20):
                 out.append(chunk)
-                if sum(map(len, out)) > MAX_FILE_BYTES:
+                size += len(chunk)
+                if size > MAX_FILE_BYTES:
                     raise _too_big(name)
         except OSError as exc:  # pyarrow: "Truncated compressed stream" or a corrupt frame
             if "runcated" not in str(exc):
@@ -409,10 +406,7 @@ class FileSource:
 
     def files(self, day: date) -> list[Path]:
         """Every file the day is made of: each is read or refused, none is skipped."""
-        return [p for p in self._entries(day) if not p.name.startswith(IGNORED_PREFIXES)]
-
-    def ignored(self, day: date) -> list[Path]:
-        return [p for p in self._entries(day) if p.name.startswith(IGNORED_PREFIXES)]
+        return [p for p in self._entries(day) if not _ignored(p)]
 
     def days(self) -> list[date]:
         return sorted(d for d in map(_day_of, self._top()) if d is not None and self.files(d))
@@ -424,7 +418,7 @@ class FileSource:
     def stray(self) -> list[str]:
         """Entries of the landing folder that belong to no day (their name does not start with a
         date): they are never read, and the ingestion metadata names them."""
-        return [p.name for p in self._top() if _day_of(p) is None and not p.name.startswith(IGNORED_PREFIXES)]
+        return [p.name for p in self._top() if _day_of(p) is None and not _ignored(p)]
 
     def unaccounted(self) -> dict[str, object]:
         stray = self.stray()
@@ -443,18 +437,17 @@ class FileSource:
 
     def read_day(self, day: date, required=()) -> DayBatch:
         """Every file of the day, read or refused. A file lacking a required column refuses the day."""
+        entries = self._entries(day)
         reports = [FileReport(str(p), p.stat().st_size if p.is_file() else 0, "-",
                               status=f"ignored: name starts with {p.name[0]!r} (upload in progress or marker)")
-                   for p in self.ignored(day)]
+                   for p in entries if _ignored(p)]
         frames = []
-        for p in self.files(day):
+        for p in (p for p in entries if not _ignored(p)):
             if p.is_dir():
                 raise ContractError(f"{p}: a folder inside the day's folder; put every part of {day} directly in "
                                     f"{Path(self.folder) / day.isoformat()}")
             frame, report = read_file(p, self.format, self.encoding)
-            missing = [c for c in required if c not in report.columns]
-            if missing:
-                raise ContractError(f"{p}: required column(s) {missing} missing; found columns {report.columns}")
+            require_columns(str(p), report.columns, required)
             frames.append(frame)
             reports.append(report)
         if not frames:
@@ -464,6 +457,10 @@ class FileSource:
 
     def read(self, day: date) -> pd.DataFrame | None:
         return self.read_day(day).frame
+
+
+def _ignored(p: Path) -> bool:
+    return p.name.startswith(IGNORED_PREFIXES)
 
 
 def _day_of(p: Path) -> date | None:
@@ -514,9 +511,7 @@ class PostgresSource:
             names = [d.name for d in cur.description]
             frame = pd.DataFrame(cur.fetchall(), columns=names)
         where = f"{self.describe()} ({self.time_column} on {day})"
-        missing = [c for c in required if c not in names]
-        if missing:
-            raise ContractError(f"{where}: required column(s) {missing} missing; found columns {names}")
+        require_columns(where, names, required)
         # NUMERIC arrives as Decimal: as text it keeps its exact digits for the contract to parse
         frame, optional = combine([_with_meta(frame, where)], required)
         return DayBatch(frame, [FileReport(where, 0, "table", rows=len(frame), columns=names)], optional)
