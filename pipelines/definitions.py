@@ -7,6 +7,9 @@ import dagster as dg
 from assets import deployment, feedback, features, ingestion, monitoring, training, validation
 from pipelines.sensors import make_drift_sensor, make_landing_sensor
 from resources import resources_for_profile
+from vigil.settings import Settings
+
+SETTINGS = Settings.from_env()  # every VIGIL_* variable, read once here
 
 ALL_ASSETS = dg.load_assets_from_modules([ingestion, validation, features, training, deployment, monitoring, feedback])
 
@@ -35,7 +38,7 @@ defs = dg.Definitions(
     assets=ALL_ASSETS,
     jobs=[daily_pipeline, retraining],
     schedules=[daily_schedule],
-    sensors=[make_drift_sensor(retraining), make_landing_sensor(daily_pipeline)],
-    resources=resources_for_profile(),
+    sensors=[make_drift_sensor(retraining), make_landing_sensor(daily_pipeline, SETTINGS)],
+    resources=resources_for_profile(SETTINGS),
     executor=dg.in_process_executor,  # also for ad-hoc `dagster asset materialize` runs
 )

@@ -2,13 +2,13 @@
 
 import hashlib
 import json
-import os
 from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
 from resources import SourceResource, VigilStorage
 from vigil import config, lake
+from vigil.settings import Settings
 
 LANDING_SENSOR = "landing_file_sensor"
 
@@ -49,7 +49,8 @@ def make_drift_sensor(retraining_job) -> dg.SensorDefinition:
     return drift_retraining_sensor
 
 
-def landing_requests(paths: config.Paths, tx_source=None, label_source=None) -> list[dg.RunRequest]:
+def landing_requests(paths: config.Paths, tx_source=None, label_source=None,
+                     settings: Settings | None = None) -> list[dg.RunRequest]:
     """One run request per day whose landing files are newer than its lake partitions.
 
     Stateless and idempotent: a day that was processed after its files arrived is skipped; a file
@@ -61,9 +62,10 @@ def landing_requests(paths: config.Paths, tx_source=None, label_source=None) -> 
 
     tx_source = tx_source or FileSource(paths.landing / "transactions")
     label_source = label_source or FileSource(paths.landing / "labels")
+    start = (settings or Settings.from_env()).start_date
     out = []
     for day in tx_source.days():
-        if day < config.start_date():
+        if day < start:
             continue
         changed = []
         for src, done in ((tx_source, lake.day_file(paths.validated, day)), (label_source, lake.day_file(paths.labels, day))):
@@ -77,14 +79,13 @@ def landing_requests(paths: config.Paths, tx_source=None, label_source=None) -> 
     return out
 
 
-TABLE_LOOKBACK_DAYS = 40  # default for VIGIL_SOURCE_LOOKBACK_DAYS: late rows are noticed this many days back
-
-
-def table_requests(tx_source, label_source, cursor: dict, today: date) -> tuple[list[dg.RunRequest], dict]:
+def table_requests(tx_source, label_source, cursor: dict, today: date,
+                   settings: Settings | None = None) -> tuple[list[dg.RunRequest], dict]:
     """One run request per closed day (before ``today``, UTC) whose rows in the source tables
-    changed since the cursor's fingerprint: a new day, late rows, corrected or deleted rows."""
-    lookback = int(os.environ.get("VIGIL_SOURCE_LOOKBACK_DAYS", TABLE_LOOKBACK_DAYS))
-    since = max(config.start_date(), today - timedelta(days=lookback))
+    changed since the cursor's fingerprint: a new day, late rows, corrected or deleted rows (within
+    ``VIGIL_SOURCE_LOOKBACK_DAYS``, default 40)."""
+    settings = settings or Settings.from_env()
+    since = max(settings.start_date, today - timedelta(days=settings.source_lookback_days))
     tx, labels = tx_source.fingerprints(since, today), label_source.fingerprints(since, today)
     out, cursor = [], dict(cursor)
     for day in sorted(tx):
@@ -97,7 +98,7 @@ def table_requests(tx_source, label_source, cursor: dict, today: date) -> tuple[
     return out, cursor
 
 
-def make_landing_sensor(daily_job) -> dg.SensorDefinition:
+def make_landing_sensor(daily_job, settings: Settings | None = None) -> dg.SensorDefinition:
     @dg.sensor(name=LANDING_SENSOR, job=daily_job, minimum_interval_seconds=15,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Launches the daily pipeline for each day whose landing files (transactions or "
@@ -110,11 +111,11 @@ def make_landing_sensor(daily_job) -> dg.SensorDefinition:
         tx, labels = source.transactions(paths), source.labels(paths)
         if not isinstance(tx, FileSource):  # a table: fingerprints of each closed day
             cursor = json.loads(context.cursor) if context.cursor else {}
-            requests, cursor = table_requests(tx, labels, cursor, datetime.now(timezone.utc).date())
+            requests, cursor = table_requests(tx, labels, cursor, datetime.now(timezone.utc).date(), settings)
             if not requests:
                 return dg.SensorResult(skip_reason=f"no new or changed rows in {tx.describe()}", cursor=json.dumps(cursor))
             return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
-        requests = landing_requests(paths, tx, labels)
+        requests = landing_requests(paths, tx, labels, settings)
         if not requests:
             return dg.SkipReason("no new or changed landing files")
         return requests

@@ -11,6 +11,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from vigil import config
+from vigil.settings import Settings
 
 
 class VigilStorage(dg.ConfigurableResource):
@@ -26,31 +27,36 @@ class VigilStorage(dg.ConfigurableResource):
 class FeatureStoreResource(dg.ConfigurableResource):
     """Feast, configured by ``infra/feast/<profile>/feature_store.yaml``."""
 
-    home: str = ""
+    home: str = ""  # empty: the settings' home (VIGIL_HOME) when the store is opened
     profile: str = "local"
+    project: str = ""  # Feast project; empty: the settings' (VIGIL_FEAST_PROJECT, default vigil)
     _store = PrivateAttr(default=None)
+
+    def _secrets(self) -> dict[str, str]:
+        return {}
 
     def store(self):
         if self._store is None:
+            from dataclasses import replace
+
             from vigil.feature_repo import open_store
 
-            self._store = open_store(config.paths(self.home or None), self.profile)
+            settings = Settings.from_env()
+            settings = replace(settings, profile=self.profile, feast_project=self.project or settings.feast_project)
+            self._store = open_store(config.paths(self.home or None, settings), settings=settings, secrets=self._secrets())
         return self._store
 
 
 class ProductionFeatureStoreResource(FeatureStoreResource):
-    """Production Feast: Redis online store and SQL registry; connection strings from env vars."""
+    """Production Feast: Redis online store and SQL registry; connection strings from env vars
+    (``EnvVar``), handed to Feast as arguments."""
 
     profile: str = "production"
     redis_url: str
     registry_url: str
 
-    def store(self):
-        import os
-
-        os.environ["VIGIL_REDIS_URL"] = self.redis_url
-        os.environ["VIGIL_FEAST_REGISTRY"] = self.registry_url
-        return super().store()
+    def _secrets(self) -> dict[str, str]:
+        return {"VIGIL_REDIS_URL": self.redis_url, "VIGIL_FEAST_REGISTRY": self.registry_url}
 
 
 class SourceResource(dg.ConfigurableResource):
@@ -101,31 +107,28 @@ class PostgresTableSource(SourceResource):
         return PostgresSource(self.dsn, self.labels_table, "reported_at")
 
 
-def source_resource() -> SourceResource:
+def source_resource(settings: Settings) -> SourceResource:
     """``VIGIL_SOURCE=files`` (default): ``VIGIL_SOURCE_FOLDER``, ``VIGIL_SOURCE_FORMAT``,
-    ``VIGIL_SOURCE_ENCODING``. ``VIGIL_SOURCE=postgres``: ``VIGIL_SOURCE_DSN`` (secret),
+    ``VIGIL_SOURCE_ENCODING``. ``VIGIL_SOURCE=postgres``: ``VIGIL_SOURCE_DSN`` (secret, ``EnvVar``),
     ``VIGIL_SOURCE_TX_TABLE``, ``VIGIL_SOURCE_LABELS_TABLE``."""
-    import os
-
-    kind = os.environ.get("VIGIL_SOURCE", "files")
-    if kind == "files":
-        return LandingFilesSource(folder=os.environ.get("VIGIL_SOURCE_FOLDER", ""),
-                                  format=os.environ.get("VIGIL_SOURCE_FORMAT", "auto"),
-                                  encoding=os.environ.get("VIGIL_SOURCE_ENCODING", "utf-8"))
-    if kind == "postgres":
-        return PostgresTableSource(dsn=dg.EnvVar("VIGIL_SOURCE_DSN"),
-                                   transactions_table=os.environ.get("VIGIL_SOURCE_TX_TABLE", "transactions"),
-                                   labels_table=os.environ.get("VIGIL_SOURCE_LABELS_TABLE", "fraud_reports"))
-    raise ValueError(f"VIGIL_SOURCE must be 'files' or 'postgres', got {kind!r}")
+    if settings.source == "postgres":
+        return PostgresTableSource(dsn=dg.EnvVar("VIGIL_SOURCE_DSN"), transactions_table=settings.source_tx_table,
+                                   labels_table=settings.source_labels_table)
+    return LandingFilesSource(folder=settings.source_folder, format=settings.source_format,
+                              encoding=settings.source_encoding)
 
 
-def resources_for_profile(profile: str | None = None) -> dict:
-    profile = profile or config.profile()
-    storage = VigilStorage()
-    if profile == "production":
-        feast = ProductionFeatureStoreResource(
-            redis_url=dg.EnvVar("VIGIL_REDIS_URL"), registry_url=dg.EnvVar("VIGIL_FEAST_REGISTRY")
-        )
+def resources_for_profile(settings: Settings | str | None = None) -> dict:
+    """The resources of the settings' profile (a profile name: that profile with the other settings
+    from the environment), one implementation per environment. Storage and Feast resolve an empty
+    home when used, so one loaded code location follows ``VIGIL_HOME`` of the run."""
+    from dataclasses import replace
+
+    if not isinstance(settings, Settings):
+        settings = replace(Settings.from_env(), **({"profile": settings} if settings else {}))
+    if settings.profile == "production":
+        feast = ProductionFeatureStoreResource(redis_url=dg.EnvVar("VIGIL_REDIS_URL"),
+                                               registry_url=dg.EnvVar("VIGIL_FEAST_REGISTRY"))
     else:
         feast = FeatureStoreResource()
-    return {"storage": storage, "feature_store": feast, "source": source_resource()}
+    return {"storage": VigilStorage(), "feature_store": feast, "source": source_resource(settings)}

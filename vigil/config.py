@@ -6,12 +6,12 @@ user's deployment can be isolated by pointing one variable somewhere else.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-DEFAULT_START_DATE = "2025-04-01"
+from vigil.settings import DEFAULT_START_DATE, Settings  # noqa: F401  (DEFAULT_START_DATE re-exported)
+
 LABEL_MATURITY_DAYS = 7
 
 
@@ -85,21 +85,17 @@ class Paths:
         return self.root / "dagster"
 
 
-def vigil_home() -> Path:
-    return Path(os.environ.get("VIGIL_HOME", ".vigil")).resolve()
+def paths(root: str | Path | None = None, settings: Settings | None = None) -> Paths:
+    """Paths under ``root``, else under the settings' home (``VIGIL_HOME``)."""
+    if root:
+        return Paths(Path(root).resolve())
+    return Paths((settings or Settings.from_env()).home)
 
 
-def paths(root: str | Path | None = None) -> Paths:
-    return Paths(Path(root).resolve() if root else vigil_home())
-
-
-def start_date() -> date:
+def start_date(settings: Settings | None = None) -> date:
     """First day of the daily partitions (``VIGIL_START_DATE``)."""
-    return date.fromisoformat(os.environ.get("VIGIL_START_DATE", DEFAULT_START_DATE))
+    return (settings or Settings.from_env()).start_date
 
 
-def profile() -> str:
-    p = os.environ.get("VIGIL_PROFILE", "local")
-    if p not in ("local", "production"):
-        raise ValueError(f"VIGIL_PROFILE must be 'local' or 'production', got {p!r}")
-    return p
+def profile(settings: Settings | None = None) -> str:
+    return (settings or Settings.from_env()).profile

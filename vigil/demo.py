@@ -21,6 +21,7 @@ from datetime import date
 from pathlib import Path
 
 from vigil import config
+from vigil.settings import Settings
 from vigil.processes import endpoint_command, free_port, start, stop, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +93,7 @@ def _interrupt(signum, frame):
 def demo(a: argparse.Namespace) -> dict:
     t_start = time.perf_counter()
     signal.signal(signal.SIGTERM, _interrupt)  # a terminated demo still stops what it started
-    home = Path(a.home or os.environ.get("VIGIL_HOME", ".vigil")).resolve()
+    home = Path(a.home).resolve() if a.home else Settings.from_env().home
     if home.exists() and any(home.iterdir()):
         if not (home / DEMO_MARKER).exists():
             raise SystemExit(f"{home} holds data that is not a previous demo's; pass --home to use another folder")

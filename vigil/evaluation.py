@@ -109,3 +109,10 @@ def calibration(frame: pd.DataFrame, score: str = "score", label: str = "label",
     q = pd.qcut(frame[score].rank(method="first"), bins, labels=False)
     g = frame.assign(bin=q).groupby("bin").agg(mean_score=(score, "mean"), fraud_rate=(label, "mean"), rows=(label, "size"))
     return g.reset_index(drop=True)
+
+
+def calibration_error(frame: pd.DataFrame, score: str = "score", label: str = "label", bins: int = 10) -> float:
+    """Expected calibration error over the :func:`calibration` bins: the rows-weighted mean gap
+    between the mean score and the fraud rate of each bin (0 = scores are frequencies)."""
+    c = calibration(frame, score, label, bins)
+    return float((c["rows"] * (c["mean_score"] - c["fraud_rate"]).abs()).sum() / c["rows"].sum())

@@ -8,56 +8,96 @@ name it was trained with, and serving asks for exactly that service.
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from vigil import config
-from vigil.features import FEATURE_TTL, FEATURE_VIEWS
+from vigil.settings import SECRETS, Settings
+from vigil.features import FEATURE_TTL, FEATURE_VIEWS, INTRADAY_STATE, INTRADAY_VIEW, ONLINE_VIEWS
 
-FEATURE_SERVICE = "fraud_features_v2"  # v2: reported-fraud terminal risk, customer amount spread
+FEATURE_SERVICE = "fraud_features_v3"  # v3: the card's transactions earlier the same day (customer_intraday)
 CUSTOMER_VIEW, TERMINAL_VIEW = (v.name for v in FEATURE_VIEWS)
+INTRADAY_PUSH = "customer_intraday_push"
+_PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 INFRA = Path(__file__).resolve().parents[1] / "infra" / "feast"
 
 
 def definitions(paths: config.Paths) -> list:
-    """Entities, offline sources and feature views from :data:`vigil.features.FEATURE_VIEWS`, and
-    the versioned feature service over all of them."""
-    from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
-    from feast.data_format import ParquetFormat
-    from feast.types import Float64, Int64
+    """Entities, offline sources and feature views from :data:`vigil.features.ONLINE_VIEWS`, and
+    the versioned feature service over all of them.
 
-    objs, views = [], []
-    for spec in FEATURE_VIEWS:
-        entity = Entity(name=spec.entity, join_keys=[spec.key], value_type=ValueType.INT64)
+    The snapshot views are float features over daily Parquet snapshots. ``customer_intraday`` holds
+    each card's list of today's transactions; its source is a push source (what the endpoint adds
+    per scored transaction, see :class:`IntradayStore`) over the end-of-day lists in the lake."""
+    from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
+    from feast.data_format import ParquetFormat
+    from feast.types import Array, Float64, Int64
+
+    entities, objs, views = {}, [], []
+    intraday_types = dict(zip(INTRADAY_STATE, (Int64, Array(Int64), Array(Int64), Array(Float64))))
+    for spec in ONLINE_VIEWS:
+        if spec.entity not in entities:
+            entities[spec.entity] = Entity(name=spec.entity, join_keys=[spec.key], value_type=ValueType.INT64)
+            objs.append(entities[spec.entity])
         source = FileSource(name=f"{spec.folder}_snapshots", path=str(paths.features / spec.folder),
                             file_format=ParquetFormat(), timestamp_field="event_timestamp")
+        objs.append(source)
+        if spec is INTRADAY_VIEW:
+            source = PushSource(name=INTRADAY_PUSH, batch_source=source)
+            objs.append(source)
         view = FeatureView(
             name=spec.name,
-            entities=[entity],
-            ttl=FEATURE_TTL,
-            schema=[Field(name=f, dtype=Float64) for f in spec.features] + [Field(name=spec.asof, dtype=Int64)],
+            entities=[entities[spec.entity]],
+            ttl=FEATURE_TTL if spec is not INTRADAY_VIEW else FEATURE_TTL * 2,
+            schema=[Field(name=f, dtype=intraday_types.get(f, Float64)) for f in spec.features]
+            + [Field(name=spec.asof, dtype=Int64)],
             source=source,
             online=True,
         )
-        objs += [entity, source, view]
+        objs.append(view)
         views.append(view)
-    service = FeatureService(name=FEATURE_SERVICE, features=views, tags={"model_features": "v2"})
+    service = FeatureService(name=FEATURE_SERVICE, features=views, tags={"model_features": "v3"})
     return objs + [service]
 
 
-def open_store(paths: config.Paths | None = None, profile: str | None = None):
-    """A FeatureStore for the profile's ``infra/feast/<profile>/feature_store.yaml``."""
+def open_store(paths: config.Paths | None = None, profile: str | None = None, *,
+               settings: Settings | None = None, secrets: Mapping[str, str] | None = None):
+    """A FeatureStore for the profile's ``infra/feast/<profile>/feature_store.yaml`` (or the
+    settings' ``feast_config``). The file's ``${VAR}`` placeholders are filled here, from the
+    settings and ``secrets`` (``VIGIL_REDIS_URL``, ``VIGIL_FEAST_REGISTRY``; default: the process
+    environment of the entry point), and the config is handed to Feast as an object: no value is
+    written to ``os.environ``."""
     from feast import FeatureStore
 
-    paths = paths or config.paths()
-    profile = profile or config.profile()
-    os.environ["VIGIL_HOME"] = str(paths.root)
-    os.environ.setdefault("VIGIL_FEAST_PROJECT", "vigil")
+    settings = settings or Settings.from_env()
+    paths = paths or config.paths(settings=settings)
+    profile = profile or settings.profile
+    if secrets is None:
+        secrets = {k: os.environ[k] for k in SECRETS if os.environ.get(k)}
     paths.feast_repo.mkdir(parents=True, exist_ok=True)
-    yaml = Path(os.environ.get("VIGIL_FEAST_CONFIG", INFRA / profile / "feature_store.yaml"))
-    return FeatureStore(repo_path=str(paths.feast_repo), fs_yaml_file=yaml)
+    yaml_file = settings.feast_config or INFRA / profile / "feature_store.yaml"
+    values = {"VIGIL_HOME": str(paths.root), "VIGIL_FEAST_PROJECT": settings.feast_project, **secrets}
+    return FeatureStore(repo_path=str(paths.feast_repo), config=repo_config(Path(yaml_file), values, paths.feast_repo))
+
+
+def repo_config(yaml_file: Path, values: Mapping[str, str], repo_path: Path):
+    """Feast's ``RepoConfig`` from a ``feature_store.yaml`` whose ``${VAR}`` are filled from
+    ``values`` only; a placeholder without a value is an error naming it."""
+    import yaml
+    from feast.repo_config import RepoConfig
+
+    text = Path(yaml_file).read_text()
+    missing = sorted({m for m in _PLACEHOLDER.findall(text) if not values.get(m)})
+    if missing:
+        raise ValueError(f"{yaml_file} needs {', '.join(missing)}: set them in the environment "
+                         f"(connection strings are never written in the file)")
+    cfg = RepoConfig(**yaml.safe_load(_PLACEHOLDER.sub(lambda m: values[m.group(1)], text)))
+    cfg.repo_path = Path(repo_path)
+    return cfg
 
 
 def apply(store, paths: config.Paths) -> list[str]:
@@ -100,8 +140,8 @@ class OnlineReader:
         self._key, self._value = EntityKey, Value
         self.config = store.config
         self.online_store = store._get_provider().online_store
-        self.views = {v.name: store.get_feature_view(v.name) for v in FEATURE_VIEWS}
-        self.join_keys = {v.name: v.key for v in FEATURE_VIEWS}
+        self.views = {v.name: store.get_feature_view(v.name) for v in ONLINE_VIEWS}
+        self.join_keys = {v.name: v.key for v in ONLINE_VIEWS}
 
     def read(self, view: str, ids: list[int]) -> list[dict | None]:
         """One dict of feature values per id (None when the entity has no online row)."""
@@ -115,9 +155,70 @@ class OnlineReader:
             row = {}
             for name, pv in vals.items():
                 which = pv.WhichOneof("val")
-                row[name] = getattr(pv, which) if which else None
+                v = getattr(pv, which) if which else None
+                row[name] = list(v.val) if which and which.endswith("_list_val") else v
             out.append(row)
         return out
+
+
+class IntradayStore:
+    """Each card's list of today's transactions in the online store (view ``customer_intraday``):
+    read and written through the online store's own batch calls, as :class:`OnlineReader` reads.
+    The caller serialises read-add-write per process (the endpoint holds a lock around it)."""
+
+    def __init__(self, store, reader: OnlineReader | None = None):
+        self.reader = reader or OnlineReader(store)
+        self.config = self.reader.config
+        self.view = self.reader.views[INTRADAY_VIEW.name]
+
+    def read(self, ids: list[int]) -> list[dict | None]:
+        """Each card's list, or None when it has none (Redis answers a row of Nones for a key that
+        holds other views' features only)."""
+        out = []
+        for row in self.reader.read(INTRADAY_VIEW.name, ids):
+            if row is None or row.get("intraday_day") is None:
+                out.append(None)
+            else:
+                out.append({k: row.get(k) or [] for k in INTRADAY_STATE[1:]} | {"intraday_day": int(row["intraday_day"])})
+        return out
+
+    def write(self, states: dict[int, dict]) -> None:
+        """Store ``{customer_id: list state}``. The event time is the wall clock, so Redis (which
+        drops a write not newer than the stored one) takes every write in order."""
+        from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List
+
+        if not states:
+            return
+        V, now = self.reader._value, datetime.now(timezone.utc)
+        rows = []
+        for cid, st in states.items():
+            key = self.reader._key(join_keys=[INTRADAY_VIEW.key], entity_values=[V(int64_val=int(cid))])
+            vals = {"intraday_day": V(int64_val=int(st["intraday_day"])),
+                    "intraday_tx_ids": V(int64_list_val=Int64List(val=[int(i) for i in st["intraday_tx_ids"]])),
+                    "intraday_epochs": V(int64_list_val=Int64List(val=[int(e) for e in st["intraday_epochs"]])),
+                    "intraday_amounts": V(double_list_val=DoubleList(val=[float(a) for a in st["intraday_amounts"]])),
+                    INTRADAY_VIEW.asof: V(int64_val=int(max(st["intraday_epochs"], default=0)))}
+            rows.append((key, vals, now, None))
+        self.reader.online_store.online_write_batch(self.config, self.view, rows, None)
+
+
+def merge_intraday(stored: dict | None, day_list: dict) -> dict | None:
+    """The online list after loading a day's end-of-day list from the lake: a newer day online is
+    kept (None: nothing to write), the same day is the union of both, an older one is replaced."""
+    from vigil.features import INTRADAY_MAX_TX
+
+    day = int(day_list["intraday_day"])
+    if stored is None or int(stored["intraday_day"]) < day:
+        return day_list
+    if int(stored["intraday_day"]) > day:
+        return None
+    seen = {}
+    for st in (stored, day_list):
+        for i, e, a in zip(*(st[k] for k in INTRADAY_STATE[1:])):
+            seen[int(i)] = (int(e), float(a))
+    keep = sorted(seen, key=lambda i: (seen[i][0], i))[-INTRADAY_MAX_TX:]
+    return {"intraday_day": day, "intraday_tx_ids": keep, "intraday_epochs": [seen[i][0] for i in keep],
+            "intraday_amounts": [seen[i][1] for i in keep]}
 
 
 SNAPSHOT_FOLDERS = {v.name: (v.folder, v.key, v.asof) for v in FEATURE_VIEWS}
@@ -156,6 +257,19 @@ def write_online(store, paths: config.Paths, days, reader: "OnlineReader | None"
             store.write_to_online_store(view, snap[keep], allow_registry_cache=True)
         out["written"] += int(keep.sum())
         out["skipped_older"] += int((~keep).sum())
+    lists = lake.read_days(paths.features / INTRADAY_VIEW.folder, days)
+    if not lists.empty:  # the newest day's lists, merged with what the endpoint added online
+        lists = lists.sort_values("intraday_day", kind="stable").drop_duplicates("customer_id", keep="last")
+        ids = lists["customer_id"].tolist()
+        merged = {}
+        intraday = IntradayStore(store, reader)
+        for cid, stored, new in zip(ids, intraday.read(ids), lists[list(INTRADAY_STATE)].to_dict("records")):
+            m = merge_intraday(stored, new)
+            if m is not None:
+                merged[cid] = m
+        intraday.write(merged)
+        out["written"] += len(merged)
+        out["skipped_older"] += len(ids) - len(merged)
     return out
 
 

@@ -16,6 +16,12 @@ Semantics (the README's feature section says the same):
 - Request-time features (``tx_amount``, ``is_weekend``, ``is_night``, ``hour_of_day``, and
   ``amount_to_customer_avg_30d``, the amount over the 30-day mean of the snapshot the transaction
   sees) come from :func:`request_features`, the one function both sides call.
+- Intraday features (``INTRADAY_FEATURES``) see the card's transactions *earlier the same UTC day*,
+  up to the transaction itself (strictly before it in ``(tx_datetime, transaction_id)`` order), which
+  the midnight snapshots cannot: a burst today. Online, each scored transaction is added to the
+  card's list of today's transactions in the online store (view ``customer_intraday``); offline,
+  :func:`intraday_offline` computes the same values from the day's transactions. Both call
+  :func:`intraday_values` on the same kind of list, so arrival order and retries do not matter.
 """
 
 from __future__ import annotations
@@ -61,7 +67,14 @@ FEATURE_VIEWS = (
     FeatureViewSpec("customer_spending", "customer", "customer_id", "customer", tuple(CUSTOMER_FEATURES), CUSTOMER_ASOF),
     FeatureViewSpec("terminal_risk", "terminal", "terminal_id", "terminal", tuple(TERMINAL_FEATURES), TERMINAL_ASOF),
 )
-MODEL_FEATURES = REQUEST_FEATURES + [f for v in FEATURE_VIEWS for f in v.features]
+INTRADAY_STATE = ("intraday_day", "intraday_tx_ids", "intraday_epochs", "intraday_amounts")
+INTRADAY_VIEW = FeatureViewSpec("customer_intraday", "customer", "customer_id", "customer_intraday",
+                                INTRADAY_STATE, "intraday_last_epoch")
+INTRADAY_FEATURES = ["customer_nb_tx_today", "customer_amount_today", "customer_max_amount_today",
+                     "seconds_since_prev_tx_today"]
+INTRADAY_MAX_TX = 256  # a card's list keeps its latest 256 transactions of the day: bounded per key
+ONLINE_VIEWS = FEATURE_VIEWS + (INTRADAY_VIEW,)  # what the Feast definitions declare and serving reads
+MODEL_FEATURES = REQUEST_FEATURES + [f for v in FEATURE_VIEWS for f in v.features] + INTRADAY_FEATURES
 NIGHT_END_HOUR = 6
 
 
@@ -88,6 +101,77 @@ def request_features(epoch_seconds: np.ndarray, tx_amount: np.ndarray, customer_
         zscore = np.where(std > 0, (amount - avg) / std, np.nan)
     return np.column_stack([amount, (weekday >= 5).astype(np.float64), (hour < NIGHT_END_HOUR).astype(np.float64),
                             hour.astype(np.float64), ratio, zscore])
+
+
+def intraday_values(tx_ids: np.ndarray, epochs: np.ndarray, amounts: np.ndarray, tx_id: int, epoch: int) -> list[float]:
+    """``INTRADAY_FEATURES`` for one transaction from the card's transactions of the same day
+    (ids, epoch seconds, amounts; any order, may include the transaction itself): count, sum and
+    max of the amounts strictly before it in (time, id) order, and the seconds since the latest of
+    them (NaN when none)."""
+    epochs = np.asarray(epochs, dtype=np.int64)
+    ids = np.asarray(tx_ids, dtype=np.int64)
+    before = (epochs < epoch) | ((epochs == epoch) & (ids < tx_id))
+    if not before.any():
+        return [0.0, 0.0, 0.0, np.nan]
+    amt = np.asarray(amounts, dtype=np.float64)[before]
+    return [float(before.sum()), float(amt.sum()), float(amt.max()), float(epoch - epochs[before].max())]
+
+
+def intraday_add(state: dict | None, tx_id: int, epoch: int, amount: float) -> dict:
+    """The card's list of today's transactions after seeing one more: a list of an earlier day is
+    replaced, a late transaction of a day before the list's is ignored, a transaction already in
+    the list is not added again (a retried request), and only the latest ``INTRADAY_MAX_TX`` are
+    kept."""
+    day = epoch // 86_400
+    if state is not None and state.get("intraday_day", day) > day:
+        return state
+    if state is None or state.get("intraday_day") != day:
+        state = {"intraday_day": day, "intraday_tx_ids": [], "intraday_epochs": [], "intraday_amounts": []}
+    if tx_id in state["intraday_tx_ids"]:
+        return state
+    ids, eps, amts = (list(state[k]) + [v] for k, v in zip(INTRADAY_STATE[1:], (tx_id, epoch, amount)))
+    if len(ids) > INTRADAY_MAX_TX:
+        keep = sorted(range(len(ids)), key=lambda i: (eps[i], ids[i]))[-INTRADAY_MAX_TX:]
+        ids, eps, amts = ([xs[i] for i in keep] for xs in (ids, eps, amts))
+    return {"intraday_day": day, "intraday_tx_ids": ids, "intraday_epochs": eps, "intraday_amounts": amts}
+
+
+def intraday_offline(tx: pd.DataFrame) -> pd.DataFrame:
+    """``INTRADAY_FEATURES`` for every row of ``tx`` (``transaction_id``, ``tx_datetime``,
+    ``customer_id``, ``tx_amount``) from the other rows of ``tx``: the vectorised form of
+    :func:`intraday_values` over each card's transactions of the same day. Indexed like ``tx``."""
+    epoch = epoch_seconds(tx["tx_datetime"])
+    f = pd.DataFrame({"i": np.arange(len(tx)), "c": tx["customer_id"].to_numpy(), "d": epoch // 86_400, "e": epoch,
+                      "t": tx["transaction_id"].to_numpy(), "a": tx["tx_amount"].to_numpy(dtype=np.float64)})
+    f = f.sort_values(["c", "d", "e", "t"], kind="stable")
+    g = f.groupby(["c", "d"], sort=False)
+    n = g.cumcount().to_numpy()
+    prev_sum = g["a"].cumsum().to_numpy() - f["a"].to_numpy()
+    prev_max = g["a"].cummax().groupby([f["c"], f["d"]], sort=False).shift(1).to_numpy()
+    gap = (f["e"] - g["e"].shift(1)).to_numpy(dtype=np.float64)
+    first = n == 0
+    out = np.column_stack([n.astype(np.float64), np.where(first, 0.0, prev_sum), np.where(first, 0.0, prev_max),
+                           np.where(first, np.nan, gap)])
+    res = np.empty_like(out)
+    res[f["i"].to_numpy()] = out
+    return pd.DataFrame(res, columns=INTRADAY_FEATURES, index=tx.index)
+
+
+def intraday_day_state(tx: pd.DataFrame) -> pd.DataFrame:
+    """Each card's list of its transactions on each day of ``tx`` (the latest ``INTRADAY_MAX_TX``):
+    what the online store holds for it at the end of that day. The offline source of the
+    ``customer_intraday`` view, and what ingestion loads online."""
+    epoch = epoch_seconds(tx["tx_datetime"])
+    f = pd.DataFrame({"customer_id": tx["customer_id"].to_numpy(dtype=np.int64), "intraday_day": epoch // 86_400,
+                      "intraday_tx_ids": tx["transaction_id"].to_numpy(dtype=np.int64), "intraday_epochs": epoch,
+                      "intraday_amounts": tx["tx_amount"].to_numpy(dtype=np.float64)})
+    f = f.sort_values(["customer_id", "intraday_day", "intraday_epochs", "intraday_tx_ids"], kind="stable")
+    f = f.groupby(["customer_id", "intraday_day"], sort=False).tail(INTRADAY_MAX_TX)
+    out = f.groupby(["customer_id", "intraday_day"], sort=False).agg(list).reset_index()
+    last = out["intraday_epochs"].map(max).astype("int64")
+    out[INTRADAY_VIEW.asof] = last
+    out["event_timestamp"] = pd.to_datetime(last, unit="s", utc=True).astype("datetime64[us, UTC]")
+    return out[["customer_id", *INTRADAY_STATE, INTRADAY_VIEW.asof, "event_timestamp"]]
 
 
 def epoch_seconds(ts: pd.Series) -> np.ndarray:
@@ -217,4 +301,6 @@ def build_snapshots(paths, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
     customer_view, terminal_view = FEATURE_VIEWS
     lake.write_day(paths.features / customer_view.folder, day, cust)
     lake.write_day(paths.features / terminal_view.folder, day, term)
+    today = tx[tx["tx_datetime"] >= pd.Timestamp(day)]
+    lake.write_day(paths.features / INTRADAY_VIEW.folder, day, intraday_day_state(today))
     return cust, term

@@ -18,8 +18,9 @@ import numpy as np
 
 from vigil import registry
 from vigil.config import Paths
-from vigil.feature_repo import OnlineReader, open_store
-from vigil.features import FEATURE_VIEWS, MODEL_FEATURES, REQUEST_FEATURES, is_fresh, request_features
+from vigil.feature_repo import IntradayStore, OnlineReader, open_store
+from vigil.features import (FEATURE_VIEWS, INTRADAY_FEATURES, MODEL_FEATURES, REQUEST_FEATURES, intraday_add,
+                            intraday_values, is_fresh, request_features)
 from vigil.model import FraudModel
 from vigil.policy import DecisionPolicy
 from vigil.prediction_log import PredictionLog
@@ -27,6 +28,7 @@ from vigil.prediction_log import PredictionLog
 log = logging.getLogger("vigil.scoring")
 AVG_30D = MODEL_FEATURES.index("customer_avg_amount_30d")
 STD_30D = MODEL_FEATURES.index("customer_std_amount_30d")
+INTRADAY = MODEL_FEATURES.index(INTRADAY_FEATURES[0])
 
 
 def utc_naive(dt: datetime) -> datetime:
@@ -51,6 +53,8 @@ class Scorer:
         self.paths = paths
         self.store = store or open_store(paths)
         self.reader = OnlineReader(self.store)
+        self.intraday = IntradayStore(self.store, self.reader)
+        self._intraday_lock = threading.Lock()  # one read-add-write per card at a time in this process
         self.log = PredictionLog(paths.predictions) if log_predictions else None
         self.deployed: Deployed | None = None
         self.poll_seconds = poll_seconds
@@ -114,7 +118,30 @@ class Scorer:
                     self.counters[f"stale_{spec.name}"] += 1
             offset += len(names)
         x[:, :first] = request_features(epoch, amount, x[:, AVG_30D], x[:, STD_30D])
+        x[:, INTRADAY:INTRADAY + len(INTRADAY_FEATURES)] = self.intraday_step(requests, epoch, amount)
         return x, stale
+
+    def intraday_step(self, requests: list[dict], epoch: np.ndarray, amount: np.ndarray) -> np.ndarray:
+        """The intraday features of each request from its card's list of today's transactions in the
+        online store, then the list with the request added, written back: the next request of the
+        card sees this one. Requests of one card in one batch see each other in order."""
+        out = np.empty((len(requests), len(INTRADAY_FEATURES)))
+        cards = [int(r["customer_id"]) for r in requests]
+        with self._intraday_lock:
+            unique = list(dict.fromkeys(cards))
+            states = dict(zip(unique, self.intraday.read(unique)))
+            changed = {}
+            for i, (r, card) in enumerate(zip(requests, cards)):
+                st, tx_id, e = states[card], int(r["transaction_id"]), int(epoch[i])
+                if st is not None and st.get("intraday_day") == e // 86_400:
+                    out[i] = intraday_values(st["intraday_tx_ids"], st["intraday_epochs"], st["intraday_amounts"], tx_id, e)
+                else:
+                    out[i] = (0.0, 0.0, 0.0, np.nan)
+                new = intraday_add(st, tx_id, e, float(amount[i]))
+                if new is not st:
+                    states[card] = changed[card] = new
+            self.intraday.write(changed)
+        return out
 
     # -- scoring ---------------------------------------------------------------------------
     def score(self, requests: list[dict]) -> list[dict]:

@@ -19,8 +19,8 @@ import pandas as pd
 from vigil import evaluation, lake
 from vigil.config import LABEL_MATURITY_DAYS, Paths
 from vigil.feature_repo import FEATURE_SERVICE
-from vigil.features import (FEATURE_VIEWS, HISTORY_DAYS, MODEL_FEATURES, REQUEST_FEATURES,
-                            epoch_seconds, request_features)
+from vigil.features import (FEATURE_VIEWS, HISTORY_DAYS, INTRADAY_FEATURES, MODEL_FEATURES, REQUEST_FEATURES,
+                            epoch_seconds, intraday_offline, request_features)
 from vigil.model import FraudModel, build_pipeline
 from vigil.policy import DecisionPolicy, fit_policy
 
@@ -77,14 +77,17 @@ def point_in_time_features(store, entity_df: pd.DataFrame) -> pd.DataFrame:
     every transaction comes out exactly once.
     """
     ent = entity_df[KEYS].drop_duplicates()
-    got = store.get_historical_features(entity_df=ent, features=store.get_feature_service(FEATURE_SERVICE)).to_df()
+    refs = [f"{v.name}:{f}" for v in FEATURE_VIEWS for f in v.features]  # the service's snapshot views
+    got = store.get_historical_features(entity_df=ent, features=refs).to_df()
     got = got.drop_duplicates(KEYS)
     cols = KEYS + [c for v in FEATURE_VIEWS for c in v.features if c in got.columns]
     return entity_df.merge(got[cols], on=KEYS, how="left", validate="many_to_one")
 
 
-def labelled_transactions(paths: Paths, days: list[date], as_of: pd.Timestamp) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Transactions of ``days`` with the labels known at ``as_of``, and the partitions' hashes."""
+def labelled_transactions(paths: Paths, days: list[date], as_of: pd.Timestamp, with_history: bool = False):
+    """Transactions of ``days`` with the labels known at ``as_of``, and the partitions' hashes (and,
+    ``with_history``, every transaction of those days, before immature unlabelled ones are left out:
+    the intraday features see them)."""
     hashes, frames = {}, []
     for d in days:
         f = lake.read_day(paths.validated, d)
@@ -98,8 +101,9 @@ def labelled_transactions(paths: Paths, days: list[date], as_of: pd.Timestamp) -
     known = labels[(labels["reported_at"] < as_of) & (labels["tx_fraud"] == 1)] if len(labels) else labels
     tx["label"] = tx["transaction_id"].isin(set(known["transaction_id"])).astype("int8") if len(known) else np.int8(0)
     mature = tx["tx_datetime"] <= as_of - pd.Timedelta(days=LABEL_MATURITY_DAYS)
+    history = tx
     tx = tx[mature | (tx["label"] == 1)].reset_index(drop=True)
-    return tx, hashes
+    return (tx, hashes, history) if with_history else (tx, hashes)
 
 
 def known_compromised(paths: Paths, since: date, until: pd.Timestamp) -> pd.DataFrame:
@@ -121,21 +125,28 @@ def known_compromised(paths: Paths, since: date, until: pd.Timestamp) -> pd.Data
     return hit.rename(columns={"reported_at": "known_at"})[["customer_id", "known_at"]].reset_index(drop=True)
 
 
-def model_features(store, tx: pd.DataFrame) -> pd.DataFrame:
+def model_features(store, tx: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every model feature for transactions (``transaction_id``, ``tx_datetime``, ``customer_id``,
-    ``terminal_id``, ``tx_amount``): Feast point-in-time views, then the request-time features
-    through the same function the endpoint calls."""
+    ``terminal_id``, ``tx_amount``): Feast point-in-time views, the request-time features through
+    the same function the endpoint calls, and the intraday features from ``history`` (the
+    transactions the cards made those days; default ``tx`` itself, right when ``tx`` holds whole
+    days), strictly before each transaction."""
     frame = point_in_time_features(store, tx.assign(event_timestamp=tx["tx_datetime"].dt.tz_localize("UTC")))
     req = request_features(epoch_seconds(frame["tx_datetime"]), frame["tx_amount"].to_numpy(),
                            frame["customer_avg_amount_30d"].to_numpy(), frame["customer_std_amount_30d"].to_numpy())
     for i, name in enumerate(REQUEST_FEATURES):
         frame[name] = req[:, i]
+    cols = ["transaction_id", "tx_datetime", "customer_id", "tx_amount"]
+    seen = tx[cols] if history is None else pd.concat([history[cols], tx[cols]]).drop_duplicates("transaction_id")
+    seen = seen.reset_index(drop=True)
+    intraday = intraday_offline(seen).set_index(seen["transaction_id"])
+    frame[INTRADAY_FEATURES] = intraday.loc[frame["transaction_id"].to_numpy()].to_numpy()
     return frame
 
 
 def build_dataset(store, paths: Paths, days: list[date], as_of: pd.Timestamp) -> tuple[pd.DataFrame, dict[str, str]]:
-    tx, hashes = labelled_transactions(paths, days, as_of)
-    return model_features(store, tx), hashes
+    tx, hashes, history = labelled_transactions(paths, days, as_of, with_history=True)
+    return model_features(store, tx, history), hashes
 
 
 def train_and_evaluate(train: pd.DataFrame, test: pd.DataFrame, params: dict | None = None, seed: int = 0,

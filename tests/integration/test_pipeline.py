@@ -45,7 +45,7 @@ def test_promoted_model_carries_lineage(pipeline_home):
     prod = registry.current(paths)
     info = registry.model_info(paths, prod["tag"])
     lineage = info["metadata"]["lineage"]
-    assert lineage["feature_service"] == "fraud_features_v2"
+    assert lineage["feature_service"] == "fraud_features_v3"
     for day, digest in lineage["partition_hashes"].items():
         assert lake.content_hash(lake.read_day(paths.validated, pd.Timestamp(day).date())) == digest
     assert set(info["metadata"]["metrics"]) >= {"handbook_auc", "handbook_average_precision", "handbook_card_precision_at_100",

@@ -103,7 +103,7 @@ def test_sensor_launches_closed_days_whose_rows_changed(home, schema, monkeypatc
         cur.executemany(f"INSERT INTO {name}.tx VALUES (%s, %s, %s, %s, %s)",
                         [(int(a), b.tz_localize("UTC").to_pydatetime(), int(c), int(d), float(e))
                          for a, b, c, d, e in sim.transactions[TX_COLUMNS].itertuples(index=False)])
-    monkeypatch.setenv("VIGIL_SOURCE_LOOKBACK_DAYS", "100000")  # the simulated days are in 2025
+    monkeypatch.setenv("VIGIL_SOURCE_LOOKBACK_DAYS", "3000")  # the simulated days are in 2025
     sensor = make_landing_sensor(dg.define_asset_job("j"))
     resources = {"storage": VigilStorage(home=str(home.root)),
                  "source": PostgresTableSource(dsn=DSN, transactions_table=f"{name}.tx", labels_table=f"{name}.reports")}

@@ -1,0 +1,87 @@
+"""Every ``VIGIL_*`` setting, read from the environment in one place, checked, and passed on.
+
+Entry points (the CLI, Dagster's ``definitions.py``, the endpoint, the benchmarks) call
+:meth:`Settings.from_env` once and hand the object down; nothing below them reads ``os.environ``
+for a ``VIGIL_*`` name. Secrets are not settings: the source DSN, the Redis URL and the Feast
+registry URL reach Dagster resources as ``EnvVar`` (their names are listed in ``SECRETS``) and the
+feature store as arguments, never through this object's ``repr`` or the process environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import date
+from pathlib import Path
+
+DEFAULT_START_DATE = "2025-04-01"
+PROFILES = ("local", "production")
+SOURCES = ("files", "postgres")
+FORMATS = ("auto", "csv", "parquet", "jsonl")
+SECRETS = ("VIGIL_SOURCE_DSN", "VIGIL_REDIS_URL", "VIGIL_FEAST_REGISTRY")
+
+
+class SettingsError(ValueError):
+    """A ``VIGIL_*`` variable with a value Vigil cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path  # VIGIL_HOME: root of every file Vigil keeps (default ./.vigil)
+    start_date: date  # VIGIL_START_DATE: first daily partition
+    profile: str = "local"  # VIGIL_PROFILE: local (embedded) or production (PostgreSQL, Redis)
+    feast_project: str = "vigil"  # VIGIL_FEAST_PROJECT: Feast project (Redis keys, registry rows)
+    feast_config: Path | None = None  # VIGIL_FEAST_CONFIG: another feature_store.yaml
+    source: str = "files"  # VIGIL_SOURCE: files or postgres
+    source_folder: str = ""  # VIGIL_SOURCE_FOLDER: landing folder (default $VIGIL_HOME/landing)
+    source_format: str = "auto"  # VIGIL_SOURCE_FORMAT
+    source_encoding: str = "utf-8"  # VIGIL_SOURCE_ENCODING
+    source_tx_table: str = "transactions"  # VIGIL_SOURCE_TX_TABLE
+    source_labels_table: str = "fraud_reports"  # VIGIL_SOURCE_LABELS_TABLE
+    source_lookback_days: int = 40  # VIGIL_SOURCE_LOOKBACK_DAYS: late table rows noticed this far back
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+
+        def get(name: str, default: str) -> str:
+            return env.get(name, "") or default
+
+        def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+            v = get(name, default)
+            if v not in allowed:
+                raise SettingsError(f"{name} must be one of {', '.join(allowed)}; got {v!r}")
+            return v
+
+        try:
+            start = date.fromisoformat(get("VIGIL_START_DATE", DEFAULT_START_DATE))
+        except ValueError as exc:
+            raise SettingsError(f"VIGIL_START_DATE must be a date YYYY-MM-DD; got {env.get('VIGIL_START_DATE')!r}") from exc
+        lookback = get("VIGIL_SOURCE_LOOKBACK_DAYS", "40")
+        if not lookback.isdigit() or not 1 <= int(lookback) <= 3660:
+            raise SettingsError(f"VIGIL_SOURCE_LOOKBACK_DAYS must be a whole number of days from 1 to 3660; got {lookback!r}")
+        feast_config = get("VIGIL_FEAST_CONFIG", "")
+        return cls(
+            home=Path(get("VIGIL_HOME", ".vigil")).resolve(),
+            start_date=start,
+            profile=choice("VIGIL_PROFILE", "local", PROFILES),
+            feast_project=get("VIGIL_FEAST_PROJECT", "vigil"),
+            feast_config=Path(feast_config).resolve() if feast_config else None,
+            source=choice("VIGIL_SOURCE", "files", SOURCES),
+            source_folder=get("VIGIL_SOURCE_FOLDER", ""),
+            source_format=choice("VIGIL_SOURCE_FORMAT", "auto", FORMATS),
+            source_encoding=get("VIGIL_SOURCE_ENCODING", "utf-8"),
+            source_tx_table=get("VIGIL_SOURCE_TX_TABLE", "transactions"),
+            source_labels_table=get("VIGIL_SOURCE_LABELS_TABLE", "fraud_reports"),
+            source_lookback_days=int(lookback),
+        )
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as ``VIGIL_*`` variables, for a child process (an endpoint, a Dagster run)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is not None:
+                out[f"VIGIL_{f.name.upper()}"] = v.isoformat() if isinstance(v, date) else str(v)
+        return out
