@@ -31,11 +31,12 @@ class Scored:
     model_version: str
     days: list[date]
     seconds: dict[str, float] = field(default_factory=dict)
+    engine: str = "lightgbm"
 
     @property
     def rows_per_second(self) -> dict[str, float]:
         n = len(self.frame)
-        return {k: round(n / v) if v > 0 else float("inf") for k, v in self.seconds.items()}
+        return {k: round(n / v) if v > 0 else float("inf") for k, v in self.seconds.items() if k != "compile"}
 
 
 def day_range(first: date, last: date) -> list[date]:
@@ -47,8 +48,11 @@ def day_range(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range(n)]
 
 
-def score_days(paths: Paths, store, first: date, last: date, version: str | None = None) -> Scored:
-    """Scores and decisions for every validated transaction from ``first`` to ``last`` (inclusive)."""
+def score_days(paths: Paths, store, first: date, last: date, version: str | None = None, engine: str = "auto") -> Scored:
+    """Scores and decisions for every validated transaction from ``first`` to ``last`` (inclusive).
+    ``engine``: ``lightgbm``, ``compiled`` (native code, :mod:`vigil.compiled`) or ``auto``."""
+    from vigil import compiled
+
     from vigil.training import model_features
 
     days = day_range(first, last)
@@ -78,13 +82,17 @@ def score_days(paths: Paths, store, first: date, last: date, version: str | None
     frame = model_features(store, tx)
     seconds["features"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    x = frame[MODEL_FEATURES].to_numpy()
-    scores = model.predict(x)
+    x = model.impute(frame[MODEL_FEATURES].to_numpy())
+    predict, engine = compiled.predictor(model, x, paths.models / "compiled", engine)
+    seconds["compile"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores = predict(x)
     seconds["model"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = frame[OUTPUT_COLUMNS[:5]].assign(fraud_score=scores, decision=policy.decide_many(scores), model_version=str(version))
     seconds["policy"] = time.perf_counter() - t0
-    return Scored(out.sort_values(["tx_datetime", "transaction_id"]).reset_index(drop=True), str(version), days, seconds)
+    return Scored(out.sort_values(["tx_datetime", "transaction_id"]).reset_index(drop=True), str(version), days, seconds,
+                  engine)
 
 
 def write(scored: Scored, out: Path) -> Path:

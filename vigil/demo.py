@@ -74,6 +74,14 @@ def run_dagster(args: list[str], env: dict, log_file: Path) -> None:
         raise SystemExit(f"dagster {' '.join(args[:2])} failed (exit {rc}); last lines:\n" + "\n".join(tail) + f"\nfull log: {log_file}")
 
 
+def gate_failures(paths) -> list[str]:
+    """The failed gate rules of the newest evaluated candidate (its ``evaluation.json``), if any."""
+    import json
+
+    records = sorted(paths.models.glob("training_sets/*/evaluation.json"), key=lambda f: f.stat().st_mtime)
+    return json.loads(records[-1].read_text()).get("gate_failures", []) if records else []
+
+
 def parse_drift(spec: str | None):
     from vigil.simulator import Drift
 
@@ -134,7 +142,14 @@ def demo(a: argparse.Namespace) -> dict:
     step("backfill", t0)
     t0 = time.perf_counter()
     say("retraining job: training set from Feast, model, evaluation gate, registration, promotion")
-    run_dagster(["job", "execute", "-j", "retraining"], env, dlog)
+    try:
+        run_dagster(["job", "execute", "-j", "retraining"], env, dlog)
+    except SystemExit:
+        failures = gate_failures(paths)
+        if failures:  # the gate said no: say which rules, not a traceback
+            raise SystemExit(f"vigil demo: the evaluation gate rejected the model: {'; '.join(failures)} "
+                             f"(thresholds: GateConfig in the README; full log: {dlog})") from None
+        raise
     step("train_register_promote", t0)
 
     from vigil import registry

@@ -20,6 +20,8 @@ exclusion (what Vigil reported before it followed the Handbook; they overstate C
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
@@ -105,14 +107,137 @@ def pr_curve(frame: pd.DataFrame, score: str = "score", label: str = "label", po
     return pd.DataFrame({"recall": r[idx], "precision": p[idx]})
 
 
-def calibration(frame: pd.DataFrame, score: str = "score", label: str = "label", bins: int = 10) -> pd.DataFrame:
-    q = pd.qcut(frame[score].rank(method="first"), bins, labels=False)
-    g = frame.assign(bin=q).groupby("bin").agg(mean_score=(score, "mean"), fraud_rate=(label, "mean"), rows=(label, "size"))
-    return g.reset_index(drop=True)
+RELIABILITY_EDGES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)  # fine where fraud scores live
 
 
-def calibration_error(frame: pd.DataFrame, score: str = "score", label: str = "label", bins: int = 10) -> float:
-    """Expected calibration error over the :func:`calibration` bins: the rows-weighted mean gap
-    between the mean score and the fraud rate of each bin (0 = scores are frequencies)."""
-    c = calibration(frame, score, label, bins)
-    return float((c["rows"] * (c["mean_score"] - c["fraud_rate"]).abs()).sum() / c["rows"].sum())
+def reliability(frame: pd.DataFrame, score: str = "score", label: str = "label",
+                edges: tuple[float, ...] = RELIABILITY_EDGES) -> pd.DataFrame:
+    """The reliability diagram in numbers: per score bin (fixed edges, finer at the low end where
+    most rows are), the rows, their mean score and their fraud rate. Calibrated scores have
+    ``fraud_rate`` close to ``mean_score`` in every bin."""
+    b = pd.cut(frame[score].clip(0, 1), list(edges), include_lowest=True)
+    g = frame.assign(bin=b).groupby("bin", observed=True).agg(mean_score=(score, "mean"), fraud_rate=(label, "mean"),
+                                                             rows=(label, "size"), frauds=(label, "sum"))
+    g.index = g.index.astype(str)
+    return g.rename_axis("score_bin").reset_index()
+
+
+def calibration_error(frame: pd.DataFrame, score: str = "score", label: str = "label") -> float:
+    """Expected calibration error over the :func:`reliability` bins: the rows-weighted mean gap
+    between each bin's mean score and its fraud rate (0 = the scores are frequencies)."""
+    r = reliability(frame, score, label)
+    return float((r["rows"] * (r["mean_score"] - r["fraud_rate"]).abs()).sum() / r["rows"].sum())
+
+
+# -- the evaluation gate: pure rules over scored frames, the asset only calls judge() ----------------
+
+SLICES = {  # name -> rows of a test frame (its model-feature columns) the slice holds
+    "amount < 20": lambda f: f["tx_amount"] < 20,
+    "amount 20-100": lambda f: (f["tx_amount"] >= 20) & (f["tx_amount"] < 100),
+    "amount >= 100": lambda f: f["tx_amount"] >= 100,
+    "night": lambda f: f["is_night"] == 1,
+    "weekend": lambda f: f["is_weekend"] == 1,
+    "new customers": lambda f: f["customer_nb_tx_30d"].fillna(0) == 0,
+    "new terminals": lambda f: f["terminal_nb_tx_30d"].fillna(0) == 0,
+}
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """What a candidate must show to be promoted; every figure is on the Handbook-protocol rows."""
+
+    min_auc: float = 0.70
+    min_average_precision: float = 0.2
+    max_regression: float = 0.02  # AP below the champion's by more than this, beyond noise, rejects
+    bootstrap_samples: int = 200
+    confidence: float = 0.95
+    slice_min_auc: float = 0.60
+    slice_min_rows: int = 200  # smaller slices are shown, not judged
+    slice_min_frauds: int = 10
+    max_latency_ms: float = 1.0  # median one-row predict
+    max_size_mb: float = 50.0
+
+
+@dataclass
+class GateResult:
+    rules: list[dict]  # rule, actual, threshold, passed (None: not judged), note
+
+    @property
+    def failures(self) -> list[str]:
+        return [f"{r['rule']}: {r['note']}" for r in self.rules if r["passed"] is False]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rules)
+
+
+def ap_delta_interval(y: np.ndarray, candidate: np.ndarray, champion: np.ndarray, samples: int = 200,
+                      confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """AP(candidate) − AP(champion) on the same rows and a paired bootstrap interval for it
+    (rows resampled with replacement, both models on each resample)."""
+    y = np.asarray(y)
+    point = float(average_precision_score(y, candidate) - average_precision_score(y, champion))
+    rng = np.random.default_rng(seed)
+    deltas = []
+    for _ in range(samples):
+        i = rng.integers(0, len(y), len(y))
+        if y[i].min() == y[i].max():
+            continue
+        deltas.append(average_precision_score(y[i], candidate[i]) - average_precision_score(y[i], champion[i]))
+    if not deltas:
+        return point, float("nan"), float("nan")
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(deltas, [tail, 100 - tail])
+    return point, float(lo), float(hi)
+
+
+def judge(test: pd.DataFrame, known: pd.DataFrame | None, thresholds: GateThresholds, latency_ms: float,
+          size_mb: float, champion_score: np.ndarray | None = None, champion: str = "champion") -> GateResult:
+    """The gate's verdict on a candidate: ``test`` holds the test week's rows with the model's
+    features, ``label`` and the candidate's ``score`` (and the champion's scores of the same rows
+    in ``champion_score``). Rules: floors on Handbook AUC and AP; no regression against the
+    champion (rejected when AP trails it by more than ``max_regression`` *and* the bootstrap
+    interval of the difference lies below 0: worse, and not by chance); a floor on the AUC of
+    each slice big enough to judge; latency; size. Every rule reports actual and threshold."""
+    t = thresholds
+    if champion_score is not None:
+        test = test.assign(champion_score=np.asarray(champion_score, dtype=float))
+    rows = exclude_known_compromised(test, known)
+    m = measures(rows, "handbook", True)
+    rules = []
+
+    def rule(name, actual, threshold, passed, note):
+        rules.append({"rule": name, "actual": actual, "threshold": threshold, "passed": passed, "note": note})
+
+    auc, ap = m["handbook_auc"], m["handbook_average_precision"]
+    rule("handbook_auc", auc, t.min_auc, bool(auc >= t.min_auc), f"{auc:.3f} (floor {t.min_auc})")
+    rule("handbook_average_precision", ap, t.min_average_precision, bool(ap >= t.min_average_precision),
+         f"{ap:.3f} (floor {t.min_average_precision})")
+    if champion_score is None:
+        rule("no_regression", None, -t.max_regression, None, "no champion: nothing to compare")
+    else:
+        y = rows["label"].to_numpy()
+        delta, lo, hi = ap_delta_interval(y, rows["score"].to_numpy(), rows["champion_score"].to_numpy(),
+                                          t.bootstrap_samples, t.confidence)
+        worse = delta < -t.max_regression and hi < 0
+        rule("no_regression", delta, -t.max_regression, not worse,
+             f"AP − {champion}'s AP = {delta:+.3f}, {t.confidence:.0%} interval [{lo:+.3f}, {hi:+.3f}] "
+             f"(rejected below {-t.max_regression:+.3f} with the interval below 0)")
+    for name, select in SLICES.items():
+        part = rows[select(rows).to_numpy()]
+        frauds = int(part["label"].sum())
+        if len(part) < t.slice_min_rows or frauds < t.slice_min_frauds or frauds == len(part):
+            rule(f"slice {name}", None, t.slice_min_auc, None,
+                 f"{len(part)} rows, {frauds} frauds: too few to judge (need {t.slice_min_rows} rows, "
+                 f"{t.slice_min_frauds} frauds and some genuine)")
+            continue
+        s_auc = float(roc_auc_score(part["label"], part["score"]))
+        rule(f"slice {name}", s_auc, t.slice_min_auc, s_auc >= t.slice_min_auc,
+             f"AUC {s_auc:.3f} on {len(part)} rows, {frauds} frauds (floor {t.slice_min_auc})")
+    rule("latency_ms", latency_ms, t.max_latency_ms, latency_ms <= t.max_latency_ms,
+         f"median one-row predict {latency_ms:.3f} ms (max {t.max_latency_ms})")
+    rule("size_mb", size_mb, t.max_size_mb, size_mb <= t.max_size_mb, f"{size_mb:.1f} MB (max {t.max_size_mb})")
+    return GateResult(rules)

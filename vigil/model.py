@@ -67,11 +67,15 @@ class FraudModel:
 
         One thread for what a request carries (threads cost more than they save on a few rows and
         the server runs requests in parallel); every core for a batch of past days."""
+        x = self.impute(x)
+        return self.booster.predict(x, num_threads=1 if len(x) < BATCH_ROWS else 0)
+
+    def impute(self, x: np.ndarray) -> np.ndarray:
+        """Rows as float64 with missing values replaced by the imputer's fitted fill values."""
         x = np.asarray(x, dtype=np.float64)
         if x.ndim == 1:
             x = x[None, :]
-        x = np.where(np.isnan(x), self.fill_values, x)
-        return self.booster.predict(x, num_threads=1 if len(x) < BATCH_ROWS else 0)
+        return np.where(np.isnan(x), self.fill_values, x)
 
     def save(self, folder: Path) -> None:
         folder = Path(folder)

@@ -80,3 +80,31 @@ def test_broken_upstream_day_blocks_with_a_named_error(home):
     with pytest.raises(Exception, match=r"2025-04-02\.parquet: required column\(s\) \['tx_amount'\] missing"):
         dg.materialize(assets, partition_key="2025-04-02", resources=defs.resources)
     assert lake.read_day(home.validated, pd.Timestamp("2025-04-02").date()) is None  # nothing partial written
+
+
+def test_a_rejected_candidate_is_not_registered_and_the_champion_keeps_serving(pipeline_home, server):
+    """The gate says no (an AUC floor no model reaches): the check fails naming the rule,
+    registered_model and production_model are not materialized, the registry and the endpoint keep
+    the champion."""
+    import httpx
+
+    from tests.conftest import replay_bodies
+
+    paths, defs = pipeline_home["paths"], pipeline_home["defs"]
+    champion = registry.current(paths)["tag"]
+    versions = len(registry.list_versions(paths))
+    instance = dg.DagsterInstance.ephemeral()
+    cfg = {"ops": {"fraud_model": {"config": {"min_auc": 0.999}}}}
+    result = defs.resolve_job_def("retraining").execute_in_process(run_config=cfg, instance=instance, raise_on_error=False)
+    assert not result.success
+    check = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("fraud_model"), "evaluation_gate")])
+    evaluation = list(check.values())[0]
+    assert evaluation.status.value == "FAILED"
+    failures = evaluation.event.dagster_event.event_specific_data.metadata["failures"].value
+    assert "handbook_auc" in failures and "floor 0.999" in failures
+    for key in ("registered_model", "production_model"):
+        assert instance.get_latest_materialization_event(dg.AssetKey(key)) is None
+    assert registry.current(paths)["tag"] == champion and len(registry.list_versions(paths)) == versions
+    r = httpx.post(f"{server}/score", json=replay_bodies(pipeline_home, 1)[0])
+    assert r.status_code == 200 and r.json()["model_version"] == champion

@@ -48,3 +48,17 @@ def test_score_refuses_bad_requests_by_name(pipeline_home, tmp_path, args, messa
     with pytest.raises(SystemExit, match=r"name it \*.parquet"):
         main(["score", "--from", "2025-05-01", "--to", "2025-05-01", "--out", str(tmp_path / "x.csv"),
               "--home", str(pipeline_home["paths"].root)])
+
+
+@pytest.mark.skipif(not __import__("vigil.compiled", fromlist=["available"]).available(), reason="lleaves not installed")
+def test_compiled_engine_gives_the_same_scores(pipeline_home, tmp_path, capsys):
+    paths = pipeline_home["paths"]
+    day = str(pipeline_home["last_day"])
+    outs = {}
+    for engine in ("lightgbm", "compiled"):
+        outs[engine] = tmp_path / f"{engine}.parquet"
+        main(["score", "--from", day, "--to", day, "--out", str(outs[engine]), "--engine", engine, "--home", str(paths.root)])
+        assert f"({engine}" in capsys.readouterr().out
+    a, b = (pd.read_parquet(outs[e]).set_index("transaction_id") for e in ("lightgbm", "compiled"))
+    np.testing.assert_allclose(b.loc[a.index, "fraud_score"], a["fraud_score"], rtol=0, atol=1e-9)
+    assert (b.loc[a.index, "decision"] == a["decision"]).all()

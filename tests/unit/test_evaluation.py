@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pandas as pd
 import pytest
 
@@ -61,3 +63,24 @@ def test_handbook_and_week_figures_are_named_and_differ():
     # week CP@2: day0 1/2; day1 {1,3} 2/2; day2 {1,4} 1/2
     assert m["week_card_precision_at_2"] == pytest.approx((0.5 + 1 + 0.5) / 3)
     assert not math.isnan(m["handbook_auc"]) and m["week_auc"] != m["handbook_auc"]
+
+
+def test_reliability_bins_and_calibration_error_by_hand():
+    from vigil.evaluation import calibration_error, reliability
+
+    f = pd.DataFrame({"score": [0.005, 0.005, 0.6, 0.6, 0.6, 0.6], "label": [0, 0, 1, 1, 0, 0]})
+    r = reliability(f).set_index("score_bin")
+    assert list(r["rows"]) == [2, 4] and list(r["frauds"]) == [0, 2]
+    assert r["fraud_rate"].iloc[1] == 0.5
+    # |0.005 - 0| * 2 + |0.6 - 0.5| * 4, over 6 rows
+    assert calibration_error(f) == pytest.approx((0.005 * 2 + 0.1 * 4) / 6)
+
+
+def test_plots_are_png_and_inline_markdown():
+    from vigil import plots
+    from vigil.evaluation import pr_curve, reliability
+
+    f = pd.DataFrame({"score": np.linspace(0, 1, 200), "label": (np.arange(200) % 7 == 0).astype(int)})
+    for png in (plots.pr_curve_png(pr_curve(f), "t"), plots.reliability_png(reliability(f), "t")):
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
+    assert plots.markdown_image(b"\x89PNG", "x").startswith("![x](data:image/png;base64,")

@@ -1,0 +1,56 @@
+"""Evaluation plots as PNG bytes (matplotlib, no display): what the Dagster UI and the model card
+show beside the numbers."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pandas as pd
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _figure(ncols: int = 1):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, ncols, figsize=(4.2 * ncols, 3.4))
+
+
+def pr_curve_png(curve: pd.DataFrame, title: str) -> bytes:
+    """Precision against recall (:func:`vigil.evaluation.pr_curve`)."""
+    fig, ax = _figure()
+    ax.plot(curve["recall"], curve["precision"], lw=1.6)
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def reliability_png(table: pd.DataFrame, title: str) -> bytes:
+    """Reliability diagram (:func:`vigil.evaluation.reliability`): fraud rate against mean score
+    per bin, the diagonal being perfect calibration, and the rows per bin (log scale)."""
+    fig, (ax, hist) = _figure(2)
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+    ax.plot(table["mean_score"], table["fraud_rate"], marker="o", lw=1.4)
+    ax.set(xlabel="mean score in bin", ylabel="observed fraud rate", xlim=(0, 1), ylim=(0, 1), title=title)
+    ax.grid(alpha=0.3)
+    hist.bar(range(len(table)), table["rows"], color="tab:grey")
+    hist.set_yscale("log")
+    hist.set_xticks(range(len(table)), table["score_bin"], rotation=60, fontsize=7)
+    hist.set(ylabel="rows", title="rows per score bin")
+    return _png(fig)
+
+
+def markdown_image(png: bytes, alt: str) -> str:
+    """Markdown showing the image inline (a data URI: the Dagster UI renders it in asset metadata)."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
