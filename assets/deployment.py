@@ -40,6 +40,7 @@ def registered_model(context: dg.AssetExecutionContext, storage: VigilStorage, f
     policy = DecisionPolicy.from_dict(fraud_model["policy"])
     tag = registry.register(storage.paths, model, policy, meta,
                             labels={"feature_service": fraud_model["lineage"]["feature_service"]},
+                            reason=f"evaluation gate passed in run {context.run.run_id}", actor="dagster",
                             # the drift reference and the data profile travel with the model
                             extra_files=[model_dir / f for f in ("reference.parquet", data_profile.PROFILE_FILE, data_profile.IDS_FILE)])
     info = registry.model_info(storage.paths, tag)
@@ -52,6 +53,45 @@ def registered_model(context: dg.AssetExecutionContext, storage: VigilStorage, f
 @dg.asset(group_name="deployment", kinds={"bentoml"})
 def production_model(context: dg.AssetExecutionContext, storage: VigilStorage, registered_model: dict) -> dict:
     """Promotion to production. Runs only after the blocking evaluation gate passed; logged."""
-    entry = registry.promote(storage.paths, registered_model["tag"], reason=f"evaluation gate passed in run {context.run.run_id}")
+    entry = registry.promote(storage.paths, registered_model["tag"], reason=f"evaluation gate passed in run {context.run.run_id}",
+                             actor="dagster")
     context.add_output_metadata({"tag": entry["tag"], "previous": entry["previous"] or "none", "promoted_at": entry["at"]})
     return entry
+
+
+class PromoteConfig(dg.Config):
+    version: str  # model version (BentoML tag), see `vigil models`
+    reason: str
+    stage: str = "production"
+
+
+class RollbackConfig(dg.Config):
+    reason: str
+
+
+@dg.op
+def promote_version(context: dg.OpExecutionContext, config: PromoteConfig, storage: VigilStorage) -> dict:
+    """`vigil promote` from the Dagster UI: the same rules, the run's id in the record."""
+    entry = registry.promote(storage.paths, config.version, f"{config.reason} (Dagster run {context.run.run_id})",
+                             stage=config.stage, actor=context.run.tags.get("user", "dagster"))
+    context.log.info(f"{entry['tag']} -> {entry['stage']} (was {entry['previous'] or 'none'})")
+    return entry
+
+
+@dg.op
+def rollback_production(context: dg.OpExecutionContext, config: RollbackConfig, storage: VigilStorage) -> dict:
+    """`vigil rollback` from the Dagster UI: production back to the version that served before."""
+    entry = registry.rollback(storage.paths, f"{config.reason} (Dagster run {context.run.run_id})",
+                              actor=context.run.tags.get("user", "dagster"))
+    context.log.info(f"rolled back to {entry['tag']} (was {entry['previous']})")
+    return entry
+
+
+@dg.job(description="Move a model version to a stage (default production), with a reason: `vigil promote`.")
+def promote_model():
+    promote_version()
+
+
+@dg.job(description="Production back to the version that served before the current one: `vigil rollback`.")
+def rollback_model():
+    rollback_production()

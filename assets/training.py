@@ -141,6 +141,10 @@ def fraud_model(context: dg.AssetExecutionContext, config: GateConfig, storage: 
     verdict = evaluation.judge(test.assign(score=result.test_frame["score"].to_numpy()), known, config.thresholds(),
                                latency_ms, size_mb, champion_scores, f"champion {champion['tag']}" if champion else "champion")
     failures = verdict.failures
+    if failures:  # on record, so `vigil status` and `vigil models` show what the gate refused
+        from assets.deployment import code_version
+
+        registry.record_rejected(storage.paths, context.run.run_id, m, training_set["lineage"], failures, code_version())
     auc, ap = m["handbook_auc"], m["handbook_average_precision"]
     shown = [k for k in m if k.startswith(("handbook_", "week_"))]
     compare = pd.DataFrame([{"model": "candidate", **{k: m[k] for k in shown}}]

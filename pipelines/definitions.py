@@ -5,6 +5,7 @@ resources for the active profile (``VIGIL_PROFILE``)."""
 import dagster as dg
 
 from assets import deployment, feedback, features, ingestion, monitoring, training, validation
+from assets.deployment import promote_model, rollback_model
 from pipelines.sensors import make_drift_sensor, make_landing_sensor
 from resources import resources_for_profile
 from vigil.settings import Settings
@@ -36,7 +37,7 @@ daily_schedule = dg.build_schedule_from_partitioned_job(
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
-    jobs=[daily_pipeline, retraining],
+    jobs=[daily_pipeline, retraining, promote_model, rollback_model],
     schedules=[daily_schedule],
     sensors=[make_drift_sensor(retraining), make_landing_sensor(daily_pipeline, SETTINGS)],
     resources=resources_for_profile(SETTINGS),

@@ -36,7 +36,7 @@ class Scored:
     @property
     def rows_per_second(self) -> dict[str, float]:
         n = len(self.frame)
-        return {k: round(n / v) if v > 0 else float("inf") for k, v in self.seconds.items() if k != "compile"}
+        return {k: round(n / v) if v > 0 else float("inf") for k, v in self.seconds.items() if k != "prepare"}
 
 
 def day_range(first: date, last: date) -> list[date]:
@@ -84,7 +84,7 @@ def score_days(paths: Paths, store, first: date, last: date, version: str | None
     t0 = time.perf_counter()
     x = model.impute(frame[MODEL_FEATURES].to_numpy())
     predict, engine = compiled.predictor(model, x, paths.models / "compiled", engine)
-    seconds["compile"] = time.perf_counter() - t0
+    seconds["prepare"] = time.perf_counter() - t0  # imputation, engine choice, compiling
     t0 = time.perf_counter()
     scores = predict(x)
     seconds["model"] = time.perf_counter() - t0

@@ -58,7 +58,46 @@ def score_cmd(a: argparse.Namespace) -> None:
           f"  decisions {decisions}\n"
           f"  seconds: read {s['read']:.2f}, point-in-time features {s['features']:.2f}, model {s['model']:.3f}, "
           f"policy {s['policy']:.3f}; model step {scored.rows_per_second['model']:,} rows/s ({scored.engine}"
-          + (f", compiled in {s['compile']:.1f} s)" if scored.engine == "compiled" else ")"))
+          + (f", prepared (compiled) in {s['prepare']:.1f} s)" if scored.engine == "compiled" else ")"))
+
+
+def status_cmd(a: argparse.Namespace) -> None:
+    from vigil.status import render_status, status
+
+    s = status(config.paths(a.home))
+    if a.json:
+        import json
+
+        print(json.dumps(s, indent=1, default=str))
+    else:
+        print(render_status(s))
+
+
+def models_cmd(a: argparse.Namespace) -> None:
+    from vigil.registry_db import open_records
+    from vigil.status import render_models
+
+    print(render_models(open_records(config.paths(a.home).registry).versions()))
+
+
+def promote_cmd(a: argparse.Namespace) -> None:
+    from vigil import registry
+    from vigil.registry_db import StageError
+
+    paths = config.paths(a.home)
+    os.environ.setdefault("BENTOML_HOME", str(paths.bentoml_home))
+    try:
+        if a.cmd == "rollback":
+            entry = registry.rollback(paths, a.reason)
+        else:
+            entry = registry.promote(paths, a.version, a.reason, stage=a.stage)
+    except (StageError, ValueError) as exc:
+        raise SystemExit(f"vigil {a.cmd}: {exc}") from exc
+    except Exception as exc:  # an unknown tag in the model store
+        if type(exc).__name__ == "NotFound":
+            raise SystemExit(f"vigil {a.cmd}: model {a.version!r} is not in {paths.bentoml_home}") from exc
+        raise
+    print(f"{entry['tag']} -> {entry['stage']} (was {entry['previous'] or 'none'}); the endpoint picks it up within seconds")
 
 
 def simulate_cmd(a: argparse.Namespace) -> None:
@@ -120,6 +159,27 @@ def main(argv: list[str] | None = None) -> None:
                          "takes ~20 s once per model, cached); auto compiles from 1,000,000 rows or when cached")
     sc.add_argument("--home", help="state folder (default $VIGIL_HOME or ./.vigil)")
     sc.set_defaults(fn=score_cmd)
+
+    st = sub.add_parser("status", help="which model serves, since when, how good; the last rejection, drift report, transitions")
+    st.add_argument("--home", help="state folder (default $VIGIL_HOME or ./.vigil)")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(fn=status_cmd)
+
+    ms = sub.add_parser("models", help="every model version on record with its stage and figures")
+    ms.add_argument("--home")
+    ms.set_defaults(fn=models_cmd)
+
+    pr = sub.add_parser("promote", help="move a version to a stage (default production), with a reason")
+    pr.add_argument("version", help="model version (BentoML tag, see vigil models)")
+    pr.add_argument("--reason", required=True)
+    pr.add_argument("--stage", default="production", choices=["shadow", "canary", "production", "archived"])
+    pr.add_argument("--home")
+    pr.set_defaults(fn=promote_cmd)
+
+    rb = sub.add_parser("rollback", help="production back to the version that served before the current one")
+    rb.add_argument("--reason", required=True)
+    rb.add_argument("--home")
+    rb.set_defaults(fn=promote_cmd)
 
     a = p.parse_args(argv)
     a.fn(a)

@@ -1,5 +1,6 @@
-"""Model registry: the BentoML model store holds versions with their lineage; promotion is a
-separate, logged act that moves the ``production`` pointer the endpoint watches.
+"""Model registry: the BentoML model store holds the versions' files; their stages and every
+transition are records in :mod:`vigil.registry_db` (SQLite, or PostgreSQL in production);
+promotion is a recorded act that also moves the ``production`` pointer the endpoint watches.
 
 This is the only module of the core that imports bentoml.
 """
@@ -19,7 +20,6 @@ from vigil.policy import DecisionPolicy
 
 MODEL_NAME = "vigil-fraud"
 POINTER = "production.json"
-LOG = "promotions.jsonl"
 
 
 _STORES: dict[str, object] = {}
@@ -39,17 +39,44 @@ def _bentoml(paths: Paths):
     return bentoml, _STORES[key]
 
 
+def records(paths: Paths):
+    """The registry's records (:func:`vigil.registry_db.open_records`)."""
+    from vigil.registry_db import open_records
+
+    return open_records(paths.registry)
+
+
+def actor_name(actor: str | None = None) -> str:
+    return actor or os.environ.get("USER") or socket.gethostname()
+
+
 def register(paths: Paths, model: FraudModel, policy: DecisionPolicy, metadata: dict, labels: dict | None = None,
-             extra_files: list[Path] | None = None) -> str:
+             extra_files: list[Path] | None = None, reason: str = "registered", actor: str | None = None) -> str:
     """Save a model version (plus ``extra_files``, e.g. the drift reference) into the store with
-    its lineage metadata; returns the tag."""
+    its lineage metadata, recorded as a ``candidate``; returns the tag."""
     bentoml, store = _bentoml(paths)
     meta = {**metadata, "policy": policy.to_dict(), "features": model.features}
     with bentoml.models.create(MODEL_NAME, labels=labels or {}, metadata=meta, module="vigil.model", _model_store=store) as m:
         model.save(Path(m.path))
         for f in extra_files or []:
             shutil.copyfile(f, Path(m.path) / Path(f).name)
-    return str(m.tag)
+    tag = str(m.tag)
+    _record(paths, tag, meta, reason, actor)
+    return tag
+
+
+def _record(paths: Paths, tag: str, meta: dict, reason: str, actor: str | None):
+    return records(paths).add_version(tag, "candidate", meta.get("metrics", {}), meta.get("lineage", {}),
+                                      meta.get("params", {}), str(meta.get("code_version", "")),
+                                      str(meta.get("dagster_run_id", "")), reason, actor_name(actor))
+
+
+def record_rejected(paths: Paths, run_id: str, metrics: dict, lineage: dict, failures: list[str],
+                    code_version: str = "") -> dict:
+    """A candidate the gate rejected: not in the model store (nothing to serve), but on record."""
+    return records(paths).add_version(f"rejected-{run_id[:12]}", "rejected", metrics, lineage, {}, code_version, run_id,
+                                      "evaluation gate: " + "; ".join(failures), actor_name("dagster"),
+                                      note="; ".join(failures))
 
 
 def list_versions(paths: Paths) -> list[dict]:
@@ -74,20 +101,27 @@ def load(paths: Paths, tag: str) -> tuple[FraudModel, DecisionPolicy, dict]:
 
 
 def promote(paths: Paths, tag: str, reason: str, stage: str = "production", actor: str | None = None) -> dict:
-    """Point ``stage`` at ``tag`` (atomically) and append the act to the promotion log."""
-    model_info(paths, tag)  # fails loudly on an unknown tag
+    """Move ``tag`` to ``stage`` in the records (the rules of :mod:`vigil.registry_db`; the version
+    in production before goes to ``archived``), then point ``stage`` at it (atomically)."""
+    from vigil.registry_db import StageError
+
+    info = model_info(paths, tag)  # fails loudly on a tag the model store does not hold
+    db = records(paths)
+    try:
+        db.version(tag)
+    except StageError:  # a version from before the records existed: recorded on first use
+        _record(paths, tag, info["metadata"], "recorded on promotion (registered before stage records)", actor)
     paths.registry.mkdir(parents=True, exist_ok=True)
     previous = current(paths, stage)
+    db.move(tag, stage, reason, actor_name(actor))
     entry = {
         "stage": stage,
         "tag": tag,
         "previous": previous["tag"] if previous else None,
         "reason": reason,
-        "actor": actor or os.environ.get("USER") or socket.gethostname(),
+        "actor": actor_name(actor),
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    with open(paths.registry / LOG, "a") as log:
-        log.write(json.dumps(entry) + "\n")
     pointer = paths.registry / (POINTER if stage == "production" else f"{stage}.json")
     tmp = pointer.with_suffix(".tmp")
     tmp.write_text(json.dumps(entry))
@@ -101,5 +135,16 @@ def current(paths: Paths, stage: str = "production") -> dict | None:
 
 
 def promotion_log(paths: Paths) -> list[dict]:
-    f = paths.registry / LOG
-    return [json.loads(l) for l in f.read_text().splitlines() if l.strip()] if f.exists() else []
+    """Every transition into production, oldest first (tag, from_stage, actor, reason, at)."""
+    return [t for t in records(paths).transitions() if t["to_stage"] == "production"]
+
+
+def rollback(paths: Paths, reason: str, actor: str | None = None) -> dict:
+    """Production back to the version that served before the current one."""
+    prod = current(paths)
+    if prod is None:
+        raise ValueError("no model in production: nothing to roll back")
+    before = [t["tag"] for t in promotion_log(paths) if t["tag"] != prod["tag"]]
+    if not before:
+        raise ValueError(f"{prod['tag']} is the only version ever in production: nothing to roll back to")
+    return promote(paths, before[-1], f"rollback from {prod['tag']}: {reason}", actor=actor)

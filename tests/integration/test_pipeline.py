@@ -106,5 +106,10 @@ def test_a_rejected_candidate_is_not_registered_and_the_champion_keeps_serving(p
     for key in ("registered_model", "production_model"):
         assert instance.get_latest_materialization_event(dg.AssetKey(key)) is None
     assert registry.current(paths)["tag"] == champion and len(registry.list_versions(paths)) == versions
+    rejected = [v for v in registry.records(paths).versions() if v["stage"] == "rejected"]
+    assert rejected and "handbook_auc" in rejected[-1]["note"]
+    from vigil.status import render_status, status
+
+    assert f"rejected     {rejected[-1]['tag']}" in render_status(status(paths))  # what `vigil status` prints
     r = httpx.post(f"{server}/score", json=replay_bodies(pipeline_home, 1)[0])
     assert r.status_code == 200 and r.json()["model_version"] == champion

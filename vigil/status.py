@@ -1,0 +1,77 @@
+"""`vigil status` and `vigil models`: the registry's records, the production pointer and the last
+drift report, read without importing the model stack (under a second)."""
+
+from __future__ import annotations
+
+import json
+
+from vigil.config import Paths
+
+SHOWN = (("handbook_auc", "AUC"), ("handbook_average_precision", "AP"), ("handbook_card_precision_at_100", "CP@100"))
+
+
+def _figures(metrics: dict) -> str:
+    vals = [f"{name} {metrics[k]:.3f}" for k, name in SHOWN if isinstance(metrics.get(k), (int, float))]
+    return " / ".join(vals) + " (Handbook protocol, test week)" if vals else "no figures"
+
+
+def status(paths: Paths) -> dict:
+    from vigil.registry_db import open_records
+
+    db = open_records(paths.registry)
+    pointer = paths.registry / "production.json"
+    serving = json.loads(pointer.read_text()) if pointer.exists() else None
+    prod = db.version(serving["tag"]) if serving else None
+    since = None
+    if prod:
+        into = [t for t in db.transitions(prod["tag"]) if t["to_stage"] == "production"]
+        since = into[-1] if into else None
+    versions = db.versions()
+    rejected = [v for v in versions if v["stage"] == "rejected"]
+    reports = sorted((paths.monitoring / "drift").glob("*.json")) if (paths.monitoring / "drift").exists() else []
+    drift = None
+    if reports:
+        last = json.loads(reports[-1].read_text())
+        drift = {"day": reports[-1].stem, "dataset_drift": last.get("dataset_drift"), "drift_share": last.get("drift_share"),
+                 "report": last.get("html"), "model": last.get("model")}
+    return {"production": prod, "since": since, "versions": len(versions),
+            "last_rejected": rejected[-1] if rejected else None, "last_transitions": db.transitions(limit=5),
+            "last_drift": drift}
+
+
+def render_status(s: dict) -> str:
+    lines = []
+    prod = s["production"]
+    if prod is None:
+        lines.append("production   none: no model promoted yet (run the retraining job)")
+    else:
+        since = s["since"]
+        lines.append(f"production   {prod['tag']}  since {since['at'] if since else '?'}"
+                     + (f"  ({since['actor']}: {since['reason']})" if since else ""))
+        lines.append(f"  quality    {_figures(prod['metrics'])}")
+        lines.append(f"  trained on {' .. '.join(prod['lineage'].get('train_days', []))}, tested on "
+                     f"{' .. '.join(prod['lineage'].get('test_days', []))}, code {prod['code_version'] or '?'}")
+    rej = s["last_rejected"]
+    if rej:
+        lines.append(f"rejected     {rej['tag']} at {rej['created_at']}: {rej['note']}")
+    lines.append(f"versions     {s['versions']} on record (vigil models lists them)")
+    d = s["last_drift"]
+    if d:
+        lines.append(f"drift        {d['day']}: {'DRIFT' if d['dataset_drift'] else 'no drift'} "
+                     f"(share {d['drift_share']:.2f}, model {d['model']})  report {d['report']}")
+    else:
+        lines.append("drift        no report yet")
+    lines.append("last transitions")
+    for t in s["last_transitions"]:
+        lines.append(f"  {t['at']}  {t['tag']}  {t['from_stage'] or '-'} -> {t['to_stage']}  by {t['actor']}: {t['reason']}")
+    return "\n".join(lines)
+
+
+def render_models(versions: list[dict]) -> str:
+    rows = [("version", "stage", "created", "AUC / AP / CP@100 (Handbook)", "test week")]
+    for v in versions:
+        m = v["metrics"]
+        figs = " / ".join(f"{m[k]:.3f}" if isinstance(m.get(k), (int, float)) else "-" for k, _ in SHOWN)
+        rows.append((v["tag"], v["stage"], v["created_at"][:19], figs, " .. ".join(v["lineage"].get("test_days", []))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
