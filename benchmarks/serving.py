@@ -121,12 +121,14 @@ def main():
         s = time.perf_counter()
         scorer.score([r])
         scorer_lat.append((time.perf_counter() - s) * 1000)
-    intraday_lat = []  # the real-time step alone, on the same requests (lists already hold them: retries)
-    for r in reqs:
-        e = np.array([int(pd.Timestamp(r["tx_datetime"]).timestamp())])
-        s = time.perf_counter()
-        scorer.intraday_step([r], e, np.array([r["tx_amount"]]))
-        intraday_lat.append((time.perf_counter() - s) * 1000)
+    intraday_lat, retry_lat = [], []  # the real-time step alone: a new transaction (read, add, write), a retry (read)
+    for lat, base in ((intraday_lat, 10**13), (retry_lat, 10**13)):
+        for k, r in enumerate(reqs):
+            r = {**r, "transaction_id": base + k, "tx_datetime": r["tx_datetime"] + pd.Timedelta(days=1).to_pytimedelta()}
+            e = np.array([int(pd.Timestamp(r["tx_datetime"]).timestamp())])
+            s = time.perf_counter()
+            scorer.intraday_step([r], e, np.array([r["tx_amount"]]))
+            lat.append((time.perf_counter() - s) * 1000)
     scorer.close()
 
     from vigil.processes import endpoint_env, serve_endpoint
@@ -157,9 +159,10 @@ def main():
         "http_score_during_materialization": {**pct(mat_lat), "max_ms": round(max(mat_lat), 2), "errors": mat_errors,
                                               "writer_still_running_at_end": still_writing},
         "in_process_scorer": pct(scorer_lat), "bare_booster": pct(booster_lat),
-        "intraday_step": pct(intraday_lat), "intraday_freshness": freshness,
+        "intraday_step_new_transaction": pct(intraday_lat), "intraday_step_retry": pct(retry_lat),
+        "intraday_freshness": freshness,
     }
-    result["intraday_share_of_scorer_p50"] = round(result["intraday_step"]["p50_ms"] / result["in_process_scorer"]["p50_ms"], 2)
+    result["intraday_share_of_http_p50"] = round(result["intraday_step_new_transaction"]["p50_ms"] / result["http_score"]["p50_ms"], 3)
     result["ratio_http_p50_to_booster_p50"] = round(result["http_score"]["p50_ms"] / result["bare_booster"]["p50_ms"], 1)
     from _world import write_result
 
