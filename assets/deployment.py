@@ -42,7 +42,9 @@ def registered_model(context: dg.AssetExecutionContext, storage: VigilStorage, f
                             labels={"feature_service": fraud_model["lineage"]["feature_service"]},
                             reason=f"evaluation gate passed in run {context.run.run_id}", actor="dagster",
                             # the drift reference and the data profile travel with the model
-                            extra_files=[model_dir / f for f in ("reference.parquet", data_profile.PROFILE_FILE, data_profile.IDS_FILE)])
+                            extra_files=[model_dir / f for f in ("reference.parquet", data_profile.PROFILE_FILE, data_profile.IDS_FILE,
+                                                                 "model_card.md", "pr_curve.png", "reliability.png",
+                                                                 "feature_importance.png")])
     info = registry.model_info(storage.paths, tag)
     context.add_output_metadata({"tag": tag, "code_version": meta["code_version"],
                                  "partitions": len(fraud_model["lineage"]["partition_hashes"]),

@@ -16,6 +16,7 @@ from resources import FeatureStoreResource, VigilStorage
 from vigil import data_profile, evaluation, lake, plots, registry
 from vigil.feature_repo import FEATURE_SERVICE
 from vigil.features import MODEL_FEATURES
+from vigil.model import DEFAULT_PARAMS
 from vigil.training import Window, build_dataset, known_compromised, train_and_evaluate
 
 EVALUATION_GATE = "evaluation_gate"
@@ -86,6 +87,8 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingConfig, stor
         "test_days": [d.isoformat() for d in (w.test_days[0], w.test_days[-1])],
         "partition_hashes": {**train_hashes, **test_hashes},
         "feature_service": FEATURE_SERVICE,
+        "model_params": dict(DEFAULT_PARAMS),  # what `vigil reproduce` trains with again
+        "seed": config.seed,
     }
     context.add_output_metadata({
         "train_rows": len(train), "test_rows": len(test),
@@ -101,6 +104,24 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingConfig, stor
     return {"folder": str(out), "lineage": lineage, "seed": config.seed}
 
 
+def model_card(lineage: dict, verdict: evaluation.GateResult, compare: pd.DataFrame, importance: pd.DataFrame,
+               calibration_error: float, train_seconds: float) -> str:
+    """The model card, beside the model and in the model store: figures with their protocol, the
+    gate's verdict, what it was trained on, and the plots (files next to it)."""
+    return "\n\n".join([
+        "# Vigil fraud model: model card",
+        f"Trained on {' .. '.join(lineage['train_days'])}, tested on {' .. '.join(lineage['test_days'])} "
+        f"(labels known at {lineage['as_of']}), feature service `{lineage['feature_service']}`, {train_seconds:.1f} s.",
+        "## Quality on the held-out week\n\n`handbook_*`: the Fraud Detection Handbook's protocol (cards already known "
+        "compromised left out; CP@100 drops cards detected on earlier days). `week_*`: every row (flatters).\n\n"
+        + compare.to_markdown(index=False, floatfmt=".4f"),
+        f"Calibration error (week): {calibration_error:.5f}.\n\n![reliability](reliability.png)  ![PR curve](pr_curve.png)",
+        "## Evaluation gate\n\n" + verdict.table().to_markdown(index=False, floatfmt=".4f"),
+        "## Features by gain\n\n![importance](feature_importance.png)\n\n" + importance.head(15).to_markdown(index=False, floatfmt=".1f"),
+        "## Lineage\n\n" + "\n".join(f"- {d}: `{h}`" for d, h in sorted(lineage["partition_hashes"].items())),
+    ]) + "\n"
+
+
 @dg.asset(group_name="training", kinds={"lightgbm", "scikit-learn"},
           check_specs=[dg.AssetCheckSpec(EVALUATION_GATE, asset="fraud_model", blocking=True,
                                          description="thresholds, no regression against the champion, latency and size")])
@@ -110,7 +131,8 @@ def fraud_model(context: dg.AssetExecutionContext, config: GateConfig, storage: 
     train, test = pd.read_parquet(folder / "train.parquet"), pd.read_parquet(folder / "test.parquet")
     known = pd.read_parquet(folder / "known_compromised.parquet")
     t0 = time.perf_counter()
-    result = train_and_evaluate(train, test, seed=training_set["seed"], known=known)
+    result = train_and_evaluate(train, test, params=training_set["lineage"].get("model_params"),
+                                seed=training_set["seed"], known=known)
     train_seconds = time.perf_counter() - t0
     model_dir = folder / "model"
     result.model.save(model_dir)
@@ -149,19 +171,23 @@ def fraud_model(context: dg.AssetExecutionContext, config: GateConfig, storage: 
     shown = [k for k in m if k.startswith(("handbook_", "week_"))]
     compare = pd.DataFrame([{"model": "candidate", **{k: m[k] for k in shown}}]
                            + ([{"model": f"champion {champion['tag']}", **{k: champ_metrics[k] for k in shown}}] if champ_metrics else []))
-    importance = pd.DataFrame({"feature": MODEL_FEATURES, "gain": result.model.booster.feature_importance("gain")}).sort_values("gain", ascending=False)
     evaluation_record = {"metrics": m, "train_metrics": result.train_metrics, "champion": champ_metrics,
                          "latency_p50_ms": latency_ms, "latency_p99_ms": latency_p99_ms, "size_mb": size_mb,
                          "gate_failures": failures, "gate_rules": verdict.rules}
+    importance = pd.DataFrame({"feature": MODEL_FEATURES, "gain": result.model.booster.feature_importance("gain")}).sort_values("gain", ascending=False)
     scored_test = test.assign(score=result.test_frame["score"])
     curve, reliability = evaluation.pr_curve(scored_test), evaluation.reliability(scored_test)
     calibration_error = evaluation.calibration_error(scored_test)
     evaluation_record["week_calibration_error"] = calibration_error
     pr_png = plots.pr_curve_png(curve, f"PR curve, test week (AP {m['week_average_precision']:.3f})")
     rel_png = plots.reliability_png(reliability, f"reliability, test week (ECE {calibration_error:.4f})")
+    imp_png = plots.importance_png(importance, "feature importance (gain)")
     (model_dir / "pr_curve.png").write_bytes(pr_png)
     (model_dir / "reliability.png").write_bytes(rel_png)
+    (model_dir / "feature_importance.png").write_bytes(imp_png)
     (folder / "evaluation.json").write_text(json.dumps(evaluation_record, indent=1))
+    (model_dir / "model_card.md").write_text(model_card(training_set["lineage"], verdict, compare, importance,
+                                                        calibration_error, train_seconds))
     yield dg.Output(
         {"folder": str(folder), "model_dir": str(model_dir), "metrics": m, "policy": result.policy.to_dict(),
          "lineage": training_set["lineage"], "train_seconds": train_seconds, "gate_passed": not failures},
@@ -176,7 +202,9 @@ def fraud_model(context: dg.AssetExecutionContext, config: GateConfig, storage: 
             "reliability": dg.MetadataValue.md(plots.markdown_image(rel_png, "reliability diagram") + "\n\n"
                                                + md_table(reliability).value),
             "week_calibration_error": round(calibration_error, 5),
-            "feature_importance": md_table(importance, ".1f"),
+            "feature_importance": dg.MetadataValue.md(plots.markdown_image(imp_png, "feature importance") + "\n\n"
+                                                      + md_table(importance, ".1f").value),
+            "model_card": dg.MetadataValue.path(str(model_dir / "model_card.md")),
             "gate": md_table(verdict.table().assign(actual=lambda d: d["actual"].astype(float))),
             "policy": dg.MetadataValue.json(result.policy.to_dict()),
         },

@@ -100,6 +100,23 @@ def promote_cmd(a: argparse.Namespace) -> None:
     print(f"{entry['tag']} -> {entry['stage']} (was {entry['previous'] or 'none'}); the endpoint picks it up within seconds")
 
 
+def reproduce_cmd(a: argparse.Namespace) -> None:
+    from vigil.feature_repo import open_store
+    from vigil.reproduce import reproduce
+
+    paths = config.paths(a.home)
+    os.environ.setdefault("BENTOML_HOME", str(paths.bentoml_home))
+    try:
+        r = reproduce(paths, open_store(paths), a.version)
+    except Exception as exc:
+        if type(exc).__name__ == "NotFound":
+            raise SystemExit(f"vigil reproduce: model {a.version!r} is not in {paths.bentoml_home}") from exc
+        raise
+    print(r.render())
+    if not r.reproduced:
+        raise SystemExit(1)
+
+
 def simulate_cmd(a: argparse.Namespace) -> None:
     from vigil.simulator import simulate, write_landing
 
@@ -180,6 +197,12 @@ def main(argv: list[str] | None = None) -> None:
     rb.add_argument("--reason", required=True)
     rb.add_argument("--home")
     rb.set_defaults(fn=promote_cmd)
+
+    rp = sub.add_parser("reproduce", help="rebuild a version from its lineage; same predictions on its test week, "
+                                          "or the input that changed")
+    rp.add_argument("version")
+    rp.add_argument("--home")
+    rp.set_defaults(fn=reproduce_cmd)
 
     a = p.parse_args(argv)
     a.fn(a)

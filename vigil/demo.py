@@ -280,25 +280,44 @@ SUMMARY_METRICS = ("handbook_auc", "handbook_average_precision", "handbook_card_
                    "week_auc", "week_average_precision", "week_card_precision_at_100")
 
 
-def print_summary(s: dict) -> None:
+def _retraining_line(s: dict) -> str:
+    r = s["retraining"]
+    if r is None:
+        return "not needed: no drift" if not s["drift_detected"] else "not waited for (--wait-retrain 0)"
+    if not isinstance(r, dict) or "status" not in r:
+        return "no run within the wait"
+    new = f", now serving {r['model_version']}" if r.get("model_version") else ""
+    return f"run {str(r.get('run_id', '?'))[:8]} {r['status'].lower()}{new}"
+
+
+def render_summary(s: dict) -> str:
+    """The demo's closing report: what serves, how good (each figure with its protocol), what the
+    endpoint did, what monitoring saw and what it did about it, where to look next."""
     m = s["metrics"]
-    lines = [
-        "",
-        "Vigil demo: the loop ran",
-        f"  model in production   {s['model_version']}",
-        f"  held-out week         Handbook protocol: AUC {m['handbook_auc']:.3f}   AP {m['handbook_average_precision']:.3f}"
-        f"   CP@100 {m['handbook_card_precision_at_100']:.3f}",
-        f"                        whole week:        AUC {m['week_auc']:.3f}   AP {m['week_average_precision']:.3f}"
-        f"   CP@100 {m['week_card_precision_at_100']:.3f}",
-        f"  served over HTTP      {s['served_requests']:,} requests   p50 {s['serving_p50_ms']:.2f} ms   p99 {s['serving_p99_ms']:.2f} ms"
-        f"   ({s['rejected_requests']} rejected, {s['failed_requests']} failed)",
-        f"  drift on served day   {s['drift_detected']} (share of drifted features {s['drift_share']})",
-        f"  drift report          {s['drift_report']}",
-        f"  retraining on drift   {s['retraining']}",
-        f"  Dagster UI            {s['urls']['dagster']}",
-        f"  scoring endpoint      {s['urls']['score']}   (metrics: {s['urls']['metrics']})",
-        f"  state                 {s['vigil_home']}",
-        f"  wall time             {s['wall_seconds']} s   {s['timings_s']}",
-        "",
+    w = s.get("training_window") or {}
+    drift = ("no drift" if s["drift_detected"] is False else "DRIFT" if s["drift_detected"] else "no report")
+    share = f" (share of drifted features {s['drift_share']:.2f})" if isinstance(s.get("drift_share"), (int, float)) else ""
+    timings = ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in s["timings_s"].items())
+    rows = [
+        ("model", f"{s['model_version']}  (trained on {' .. '.join(w.get('train_days', []))}, "
+                  f"tested on {' .. '.join(w.get('test_days', []))})"),
+        ("quality, Handbook protocol", f"AUC {m['handbook_auc']:.3f}   AP {m['handbook_average_precision']:.3f}   "
+                                       f"CP@100 {m['handbook_card_precision_at_100']:.3f}   (test week, known-compromised cards left out)"),
+        ("quality, whole week", f"AUC {m['week_auc']:.3f}   AP {m['week_average_precision']:.3f}   "
+                                f"CP@100 {m['week_card_precision_at_100']:.3f}   (every row; flatters, for comparison only)"),
+        ("serving", f"{s['served_requests']:,} requests scored over HTTP, p50 {s['serving_p50_ms']:.2f} ms, "
+                    f"p99 {s['serving_p99_ms']:.2f} ms; {s['rejected_requests']} rejected (4xx), {s['failed_requests']} failed (5xx)"),
+        ("drift on the served day", drift + share),
+        ("retraining on drift", _retraining_line(s)),
+        ("drift report", str(s.get("drift_report") or "-")),
+        ("Dagster UI", s["urls"]["dagster"]),
+        ("scoring endpoint", f"{s['urls']['score']}   (metrics {s['urls']['metrics']})"),
+        ("state", f"{s['vigil_home']}   (vigil status --home {s['vigil_home']})"),
+        ("wall time", f"{s['wall_seconds']:.0f} s: {timings}"),
     ]
-    print("\n".join(lines), flush=True)
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(["", "Vigil demo: the loop ran", ""] + [f"  {k.ljust(width)}   {v}" for k, v in rows] + [""])
+
+
+def print_summary(s: dict) -> None:
+    print(render_summary(s), flush=True)

@@ -54,3 +54,14 @@ def reliability_png(table: pd.DataFrame, title: str) -> bytes:
 def markdown_image(png: bytes, alt: str) -> str:
     """Markdown showing the image inline (a data URI: the Dagster UI renders it in asset metadata)."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def importance_png(importance: pd.DataFrame, title: str, top: int = 20) -> bytes:
+    """Horizontal bars of the ``top`` features by gain (``feature``, ``gain`` columns)."""
+    t = importance.sort_values("gain", ascending=True).tail(top)
+    fig, ax = _figure()
+    fig.set_size_inches(5.5, 0.22 * len(t) + 1.2)
+    ax.barh(t["feature"], t["gain"], color="tab:blue")
+    ax.set(xlabel="total gain", title=title)
+    ax.tick_params(axis="y", labelsize=7)
+    return _png(fig)

@@ -51,6 +51,12 @@ def test_promoted_model_carries_lineage(pipeline_home):
     assert set(info["metadata"]["metrics"]) >= {"handbook_auc", "handbook_average_precision", "handbook_card_precision_at_100",
                                                 "week_auc", "week_average_precision", "week_card_precision_at_100"}
     assert info["metadata"]["code_version"] and info["metadata"]["trained_at"]
+    from pathlib import Path
+
+    card = (Path(info["path"]) / "model_card.md").read_text()  # the model card travels with the model
+    assert "Handbook" in card and "Evaluation gate" in card and "![reliability](reliability.png)" in card
+    for png in ("pr_curve.png", "reliability.png", "feature_importance.png"):
+        assert (Path(info["path"]) / png).read_bytes()[:4] == b"\x89PNG"
     assert registry.promotion_log(paths)[-1]["tag"] == prod["tag"]
     # training started after the feature warm-up (30-day windows + 7-day label delay)
     assert pd.Timestamp(lineage["train_days"][0]) >= pd.Timestamp("2025-04-01") + pd.Timedelta(days=37)

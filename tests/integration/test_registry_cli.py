@@ -84,3 +84,21 @@ def test_promote_and_rollback_as_dagster_jobs(trained):
     bad = {"ops": {"promote_version": {"config": {"version": "vigil-fraud:nope", "reason": "x"}}}}
     assert not defs.resolve_job_def("promote_model").execute_in_process(run_config=bad, resources=res,
                                                                          raise_on_error=False).success
+
+
+def test_reproduce_gives_the_same_predictions_or_names_the_changed_input(trained, capsys):
+    from vigil import lake
+    from vigil.feature_repo import apply, open_store
+
+    paths, home = trained, str(trained.root)
+    apply(open_store(paths, "local"), paths)  # the copy has no Feast registry of its own
+    tag = registry.current(paths)["tag"]
+    main(["reproduce", tag, "--home", home])
+    out = capsys.readouterr().out
+    assert f"{tag}: reproduced" in out and "max |score difference| 0" in out
+    day = sorted(registry.model_info(paths, tag)["metadata"]["lineage"]["partition_hashes"])[3]
+    f = lake.read_day(paths.validated, __import__("datetime").date.fromisoformat(day))
+    lake.write_day(paths.validated, __import__("datetime").date.fromisoformat(day), f.iloc[1:])  # one row lost
+    with pytest.raises(SystemExit):
+        main(["reproduce", tag, "--home", home])
+    assert f"validated partition {day}: content changed" in capsys.readouterr().out
