@@ -2,16 +2,22 @@
 
 
 import warnings
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 import pandas as pd
 
-from vigil import config
+from vigil.settings import Settings
 
 warnings.filterwarnings("ignore", category=dg.BetaWarning)  # backfill_policy is beta, and deliberate
 
-DAILY = dg.DailyPartitionsDefinition(start_date=config.start_date().isoformat())
+_SETTINGS = Settings.from_env()
+# Partitions end at the data: VIGIL_END_DATE (the demo sets its last simulated day), else today, so
+# a fully backfilled history shows green rather than hundreds of days with no data yet.
+DAILY = dg.DailyPartitionsDefinition(
+    start_date=_SETTINGS.start_date.isoformat(),
+    end_date=(_SETTINGS.end_date + timedelta(days=1)).isoformat() if _SETTINGS.end_date else None,
+)
 # A range of days runs as one run (CLI: ``dagster asset materialize --partition-range a...b``),
 # and every daily asset replaces its partitions' files, so re-runs never duplicate.
 SINGLE_RUN = dg.BackfillPolicy.single_run()

@@ -1,6 +1,7 @@
 """Feedback: served predictions joined with the fraud reports that have arrived since."""
 
 
+import json
 from datetime import timedelta
 
 import dagster as dg
@@ -8,7 +9,7 @@ import pandas as pd
 
 from assets.common import DAILY, SINGLE_RUN, days_of, md_table
 from resources import VigilStorage
-from vigil import lake
+from vigil import lake, plots
 from vigil.config import LABEL_MATURITY_DAYS
 from vigil.monitoring import live_performance
 
@@ -26,7 +27,16 @@ def live_performance_daily(context: dg.AssetExecutionContext, storage: VigilStor
         perf = live_performance(served if served is not None else pd.DataFrame(), labels)
         rows.append({"day": str(day), **perf})
     table = pd.DataFrame(rows)
+    history = paths.monitoring / "live"
+    history.mkdir(parents=True, exist_ok=True)
+    for r in rows:  # one small file per day: the plot below draws the last 90 served days from them
+        (history / f"{r['day']}.json").write_text(json.dumps(r, default=float))
+    recent = pd.DataFrame([json.loads(f.read_text()) for f in sorted(history.glob("*.json"))[-90:]])
     meta = {"partitions": md_table(table)}
+    if len(recent) and "live_average_precision" in recent:
+        png = plots.timeseries_png(recent, ["live_auc", "live_average_precision", "live_card_precision_at_100"],
+                                   "served days, labels known now")
+        meta["live_performance"] = dg.MetadataValue.md(plots.markdown_image(png, "live performance over time"))
     last = rows[-1]
     for k in ("live_average_precision", "live_card_precision_at_100", "reported_frauds"):
         if k in last:

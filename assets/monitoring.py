@@ -10,7 +10,7 @@ import pandas as pd
 
 from assets.common import DAILY, SINGLE_RUN, days_of, md_table
 from resources import VigilStorage
-from vigil import lake, prediction_log, registry
+from vigil import lake, plots, prediction_log, registry
 from vigil.features import MODEL_FEATURES
 from vigil.monitoring import DEFAULT_DRIFT_SHARE, drift_report as evidently_drift
 
@@ -60,7 +60,8 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, storage
         html = paths.monitoring / "drift" / f"{day}.html"
         s = evidently_drift(reference, served, MODEL_FEATURES, html, drift_share=config.drift_share)
         s.per_column.to_csv(html.with_suffix(".csv"), index=False)
-        html.with_suffix(".json").write_text(json.dumps({**s.as_metadata(), "html": s.html, "model": tag, "rows": len(served)}))
+        html.with_suffix(".json").write_text(json.dumps({**s.as_metadata(), "html": s.html, "url": storage.report_link(html),
+                                                         "model": tag, "rows": len(served)}))
         results.append({"day": str(day), "rows": len(served), "model": tag, **s.as_metadata(), "html": s.html,
                         "per_column": s.per_column})
     last = results[-1]
@@ -70,6 +71,9 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, storage
         "days": md_table(pd.DataFrame([{k: v for k, v in r.items() if k not in ("per_column", "html")} for r in results])),
     }
     if "per_column" in last:
-        meta["drift_by_column"] = md_table(last["per_column"])
-        meta["report"] = dg.MetadataValue.url(Path(last["html"]).as_uri())
+        png = plots.drift_png(last["per_column"], f"drift on {last['day']} (share {last['drift_share']:.2f})")
+        meta["drift_by_column"] = dg.MetadataValue.md(plots.markdown_image(png, "drift by feature") + "\n\n"
+                                                      + md_table(last["per_column"]).value)
+        meta["report"] = dg.MetadataValue.url(storage.report_link(Path(last["html"])))  # served by `vigil reports`
+        meta["report_file"] = dg.MetadataValue.path(last["html"])
     return dg.MaterializeResult(metadata=meta)

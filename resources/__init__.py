@@ -18,10 +18,17 @@ class VigilStorage(dg.ConfigurableResource):
     """Root of Vigil's files (lake, models, monitoring). Empty means ``$VIGIL_HOME`` or ``./.vigil``."""
 
     home: str = ""
+    reports_url: str = ""  # empty: VIGIL_REPORTS_URL (default http://127.0.0.1:3002, `vigil reports`)
 
     @property
     def paths(self) -> config.Paths:
         return config.paths(self.home or None)
+
+    def report_link(self, file) -> str:
+        """The URL of a report under the monitoring folder on Vigil's report server."""
+        from vigil.reports import report_url
+
+        return report_url(self.reports_url or Settings.from_env().reports_url, self.paths.monitoring, file)
 
 
 class FeatureStoreResource(dg.ConfigurableResource):

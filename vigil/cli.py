@@ -64,7 +64,7 @@ def score_cmd(a: argparse.Namespace) -> None:
 def status_cmd(a: argparse.Namespace) -> None:
     from vigil.status import render_status, status
 
-    s = status(config.paths(a.home))
+    s = status(config.paths(a.home), os.environ.get("DAGSTER_HOME"))
     if a.json:
         import json
 
@@ -115,6 +115,18 @@ def reproduce_cmd(a: argparse.Namespace) -> None:
     print(r.render())
     if not r.reproduced:
         raise SystemExit(1)
+
+
+def reports_cmd(a: argparse.Namespace) -> None:
+    from vigil.reports import server
+
+    paths = config.paths(a.home)
+    httpd = server(paths.monitoring, port=a.port)
+    print(f"serving {paths.monitoring} at http://127.0.0.1:{httpd.server_address[1]} (Ctrl-C stops)", flush=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
 
 
 def simulate_cmd(a: argparse.Namespace) -> None:
@@ -203,6 +215,11 @@ def main(argv: list[str] | None = None) -> None:
     rp.add_argument("version")
     rp.add_argument("--home")
     rp.set_defaults(fn=reproduce_cmd)
+
+    rs = sub.add_parser("reports", help="serve the drift reports over HTTP on 127.0.0.1 (the Dagster UI links here)")
+    rs.add_argument("--port", type=int, default=3002)
+    rs.add_argument("--home")
+    rs.set_defaults(fn=reports_cmd)
 
     a = p.parse_args(argv)
     a.fn(a)

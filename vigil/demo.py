@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from vigil import config
@@ -37,11 +37,12 @@ def say(msg: str) -> None:
     print(f"[vigil {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def environment(home: Path, start: date) -> dict:
+def environment(home: Path, start: date, end: date) -> dict:
     env = dict(os.environ)
     env.update({
         "VIGIL_HOME": str(home),
         "VIGIL_START_DATE": start.isoformat(),
+        "VIGIL_END_DATE": end.isoformat(),  # the daily partitions end at the replayed day, not today
         "DAGSTER_HOME": str(home / "dagster"),
         "BENTOML_HOME": str(home / "bentoml"),
         "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
@@ -110,8 +111,8 @@ def demo(a: argparse.Namespace) -> dict:
     (home / DEMO_MARKER).write_text("created by vigil demo; removed by the next vigil demo\n")
     os.environ["VIGIL_HOME"] = str(home)
     start_day = date.fromisoformat(a.start_date)
-    env = environment(home, start_day)
-    os.environ.update({k: env[k] for k in ("VIGIL_START_DATE", "DAGSTER_HOME", "BENTOML_HOME")})
+    env = environment(home, start_day, start_day + timedelta(days=a.days))  # the replayed day is the last
+    os.environ.update({k: env[k] for k in ("VIGIL_START_DATE", "VIGIL_END_DATE", "DAGSTER_HOME", "BENTOML_HOME")})
     prepare_dagster_home(home)
     logs = home / "logs"
     logs.mkdir()
@@ -165,6 +166,10 @@ def demo(a: argparse.Namespace) -> dict:
     # 3. Dagster (webserver + daemon) and the endpoint
     t0 = time.perf_counter()
     dport, sport = free_port(a.dagster_port), free_port(a.serving_port)
+    from vigil.reports import serve_in_thread
+
+    reports_server, reports_url = serve_in_thread(paths.monitoring, free_port(3002))  # the UI's report links
+    env["VIGIL_REPORTS_URL"] = reports_url
     dagster = start([sys.executable, "-m", "dagster", "dev", "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(dport)],
                     env, logs / "dagster-dev.log")
     server = start(endpoint_command(sport), env, logs / "serving.log")
@@ -224,9 +229,10 @@ def demo(a: argparse.Namespace) -> dict:
             "serving_p99_ms": round(rs["p99_ms"], 3),
             "drift_detected": drift.get("dataset_drift"),
             "drift_share": drift.get("drift_share"),
-            "drift_report": drift.get("html"),
+            "drift_report": drift.get("url") or drift.get("html"),
             "retraining": retraining,
-            "urls": {"dagster": dagster_url, "serving": serving_url, "score": f"{serving_url}/score", "metrics": f"{serving_url}/metrics"},
+            "urls": {"dagster": dagster_url, "serving": serving_url, "score": f"{serving_url}/score", "metrics": f"{serving_url}/metrics",
+                     "reports": reports_url},
             "vigil_home": str(home),
             "timings_s": timings,
             "wall_seconds": round(time.perf_counter() - t_start, 1),

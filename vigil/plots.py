@@ -65,3 +65,30 @@ def importance_png(importance: pd.DataFrame, title: str, top: int = 20) -> bytes
     ax.set(xlabel="total gain", title=title)
     ax.tick_params(axis="y", labelsize=7)
     return _png(fig)
+
+
+def drift_png(per_column: pd.DataFrame, title: str) -> bytes:
+    """Per-feature drift scores (Evidently's test per column), drifted ones in red."""
+    t = per_column.sort_values("score")
+    fig, ax = _figure()
+    fig.set_size_inches(5.5, 0.22 * len(t) + 1.2)
+    colors = ["tab:red" if d is True or d == 1 else "tab:grey" for d in t["drifted"].tolist()]
+    ax.barh(t["column"], t["score"], color=colors)
+    ax.set(xlabel="drift score (method per column; red: drifted)", title=title)
+    ax.tick_params(axis="y", labelsize=7)
+    return _png(fig)
+
+
+def timeseries_png(frame: pd.DataFrame, columns: list[str], title: str) -> bytes:
+    """Lines of ``columns`` against ``day`` (e.g. live AP and CP@100 over the served days)."""
+    fig, ax = _figure()
+    fig.set_size_inches(6.5, 3.2)
+    days = pd.to_datetime(frame["day"])
+    for c in columns:
+        if c in frame:
+            ax.plot(days, frame[c], marker=".", lw=1.2, label=c)
+    ax.set(title=title, ylim=(0, 1.02))
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    return _png(fig)

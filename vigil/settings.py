@@ -26,10 +26,17 @@ class SettingsError(ValueError):
     """A ``VIGIL_*`` variable with a value Vigil cannot use; the message names it."""
 
 
+def _url(name: str, value: str) -> str:
+    if not value.startswith(("http://", "https://")) or len(value) > 300:
+        raise SettingsError(f"{name} must be an http(s) URL; got {value!r}")
+    return value.rstrip("/")
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path  # VIGIL_HOME: root of every file Vigil keeps (default ./.vigil)
     start_date: date  # VIGIL_START_DATE: first daily partition
+    end_date: date | None = None  # VIGIL_END_DATE: last daily partition (default: today, for live data)
     profile: str = "local"  # VIGIL_PROFILE: local (embedded) or production (PostgreSQL, Redis)
     feast_project: str = "vigil"  # VIGIL_FEAST_PROJECT: Feast project (Redis keys, registry rows)
     feast_config: Path | None = None  # VIGIL_FEAST_CONFIG: another feature_store.yaml
@@ -40,6 +47,7 @@ class Settings:
     source_tx_table: str = "transactions"  # VIGIL_SOURCE_TX_TABLE
     source_labels_table: str = "fraud_reports"  # VIGIL_SOURCE_LABELS_TABLE
     source_lookback_days: int = 40  # VIGIL_SOURCE_LOOKBACK_DAYS: late table rows noticed this far back
+    reports_url: str = "http://127.0.0.1:3002"  # VIGIL_REPORTS_URL: where `vigil reports` serves the HTML reports
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -58,6 +66,14 @@ class Settings:
             start = date.fromisoformat(get("VIGIL_START_DATE", DEFAULT_START_DATE))
         except ValueError as exc:
             raise SettingsError(f"VIGIL_START_DATE must be a date YYYY-MM-DD; got {env.get('VIGIL_START_DATE')!r}") from exc
+        end = None
+        if get("VIGIL_END_DATE", ""):
+            try:
+                end = date.fromisoformat(get("VIGIL_END_DATE", ""))
+            except ValueError as exc:
+                raise SettingsError(f"VIGIL_END_DATE must be a date YYYY-MM-DD; got {env.get('VIGIL_END_DATE')!r}") from exc
+            if end < start:
+                raise SettingsError(f"VIGIL_END_DATE {end} is before VIGIL_START_DATE {start}")
         lookback = get("VIGIL_SOURCE_LOOKBACK_DAYS", "40")
         if not lookback.isdigit() or not 1 <= int(lookback) <= 3660:
             raise SettingsError(f"VIGIL_SOURCE_LOOKBACK_DAYS must be a whole number of days from 1 to 3660; got {lookback!r}")
@@ -65,6 +81,7 @@ class Settings:
         return cls(
             home=Path(get("VIGIL_HOME", ".vigil")).resolve(),
             start_date=start,
+            end_date=end,
             profile=choice("VIGIL_PROFILE", "local", PROFILES),
             feast_project=get("VIGIL_FEAST_PROJECT", "vigil"),
             feast_config=Path(feast_config).resolve() if feast_config else None,
@@ -75,6 +92,7 @@ class Settings:
             source_tx_table=get("VIGIL_SOURCE_TX_TABLE", "transactions"),
             source_labels_table=get("VIGIL_SOURCE_LABELS_TABLE", "fraud_reports"),
             source_lookback_days=int(lookback),
+            reports_url=_url("VIGIL_REPORTS_URL", get("VIGIL_REPORTS_URL", "http://127.0.0.1:3002")),
         )
 
     def as_env(self) -> dict[str, str]:

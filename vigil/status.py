@@ -4,6 +4,8 @@ drift report, read without importing the model stack (under a second)."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
+from pathlib import Path
 
 from vigil.config import Paths
 
@@ -15,7 +17,31 @@ def _figures(metrics: dict) -> str:
     return " / ".join(vals) + " (Handbook protocol, test week)" if vals else "no figures"
 
 
-def status(paths: Paths) -> dict:
+def last_runs(dagster_home: Path | None, limit: int = 5) -> list[dict] | None:
+    """The instance's last runs, read from its SQLite run storage (no dagster import: fast); None
+    when there is no local run storage to read (e.g. the production profile's PostgreSQL)."""
+    import sqlite3
+
+    db = Path(dagster_home) / "history" / "runs.db" if dagster_home else None
+    if db is None or not db.exists():
+        return None
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+    try:
+        rows = conn.execute("SELECT run_id, pipeline_name, status, partition, start_time, end_time FROM runs "
+                            "ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    out = []
+    for run_id, job, st, partition, start, end in rows:
+        out.append({"run_id": run_id[:8], "job": job, "status": st, "partition": partition,
+                    "started": datetime.fromtimestamp(start, timezone.utc).isoformat(timespec="seconds") if start else None,
+                    "seconds": round(end - start, 1) if start and end else None})
+    return out
+
+
+def status(paths: Paths, dagster_home: Path | None = None) -> dict:
     from vigil.registry_db import open_records
 
     db = open_records(paths.registry)
@@ -33,10 +59,10 @@ def status(paths: Paths) -> dict:
     if reports:
         last = json.loads(reports[-1].read_text())
         drift = {"day": reports[-1].stem, "dataset_drift": last.get("dataset_drift"), "drift_share": last.get("drift_share"),
-                 "report": last.get("html"), "model": last.get("model")}
+                 "report": last.get("url") or last.get("html"), "model": last.get("model")}
     return {"production": prod, "since": since, "versions": len(versions),
             "last_rejected": rejected[-1] if rejected else None, "last_transitions": db.transitions(limit=5),
-            "last_drift": drift}
+            "last_drift": drift, "last_runs": last_runs(dagster_home)}
 
 
 def render_status(s: dict) -> str:
@@ -61,6 +87,15 @@ def render_status(s: dict) -> str:
                      f"(share {d['drift_share']:.2f}, model {d['model']})  report {d['report']}")
     else:
         lines.append("drift        no report yet")
+    runs = s.get("last_runs")
+    if runs is None:
+        lines.append("runs         no local Dagster run storage (set DAGSTER_HOME)")
+    else:
+        lines.append("last runs")
+        for r in runs:
+            part = f" [{r['partition']}]" if r["partition"] else ""
+            took = f", {r['seconds']} s" if r["seconds"] is not None else ""
+            lines.append(f"  {r['started'] or '-'}  {r['job']}{part}  {r['status'].lower()}{took}  ({r['run_id']})")
     lines.append("last transitions")
     for t in s["last_transitions"]:
         lines.append(f"  {t['at']}  {t['tag']}  {t['from_stage'] or '-'} -> {t['to_stage']}  by {t['actor']}: {t['reason']}")

@@ -31,6 +31,9 @@ def test_main_job_then_drift_sensor_retrains(tmp_path, monkeypatch):
     assert summary["metrics"]["handbook_auc"] > 0.75
     assert summary["served_requests"] > 500 and summary["failed_requests"] == 0
     assert summary["drift_detected"] is True
+    # the report link is an http URL on the demo's report server (a browser does not follow file://)
+    assert summary["drift_report"].startswith(summary["urls"]["reports"] + "/drift/")
+    assert (home / "monitoring" / summary["drift_report"].split(summary["urls"]["reports"] + "/")[1]).is_file()
     assert "validated: 80/80 days" in r.stderr  # progress shown for long steps
     # the real Dagster daemon ran the drift sensor, which launched retraining; it registered and
     # promoted a new model version

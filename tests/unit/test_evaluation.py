@@ -84,3 +84,14 @@ def test_plots_are_png_and_inline_markdown():
     for png in (plots.pr_curve_png(pr_curve(f), "t"), plots.reliability_png(reliability(f), "t")):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000
     assert plots.markdown_image(b"\x89PNG", "x").startswith("![x](data:image/png;base64,")
+
+
+def test_drift_and_timeseries_plots_are_png():
+    from vigil import plots
+
+    per_column = pd.DataFrame({"column": ["a", "b", "c"], "score": [0.1, 0.5, 0.02], "drifted": [False, True, None]})
+    live = pd.DataFrame({"day": ["2025-06-01", "2025-06-02"], "live_auc": [0.9, 0.92], "live_average_precision": [0.7, 0.6]})
+    for png in (plots.drift_png(per_column, "d"), plots.importance_png(per_column.rename(columns={"column": "feature",
+                                                                                                  "score": "gain"}), "i"),
+                plots.timeseries_png(live, ["live_auc", "live_average_precision", "absent"], "t")):
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -14,11 +14,15 @@ def test_defaults_and_round_trip(tmp_path):
     assert s.home == tmp_path.resolve() and s.start_date == date(2025, 4, 1) and s.profile == "local"
     assert s.source == "files" and s.source_lookback_days == 40
     assert Settings.from_env(s.as_env()) == s
+    end = Settings.from_env({"VIGIL_HOME": str(tmp_path), "VIGIL_END_DATE": "2025-07-01"})
+    assert end.end_date == date(2025, 7, 1) and Settings.from_env(end.as_env()) == end
 
 
 @pytest.mark.parametrize("name,value", [("VIGIL_PROFILE", "prod"), ("VIGIL_START_DATE", "01/04/2025"),
                                         ("VIGIL_SOURCE", "s3"), ("VIGIL_SOURCE_FORMAT", "xlsx"),
-                                        ("VIGIL_SOURCE_LOOKBACK_DAYS", "-3"), ("VIGIL_SOURCE_LOOKBACK_DAYS", "99999")])
+                                        ("VIGIL_SOURCE_LOOKBACK_DAYS", "-3"), ("VIGIL_SOURCE_LOOKBACK_DAYS", "99999"),
+                                        ("VIGIL_END_DATE", "2025-13-01"), ("VIGIL_END_DATE", "2025-01-01"),
+                                        ("VIGIL_REPORTS_URL", "file:///tmp")])
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
