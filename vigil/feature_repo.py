@@ -208,22 +208,16 @@ class IntradayStore:
 
 
 def merge_intraday(stored: dict | None, day_list: dict) -> dict | None:
-    """The online list after loading a day's end-of-day list from the lake: a newer day online is
-    kept (None: nothing to write), the same day is the union of both, an older one is replaced."""
-    from vigil.features import INTRADAY_MAX_TX
+    """The online list after loading a day's end-of-day list from the lake: each of its
+    transactions added through :func:`vigil.features.intraday_add`, the endpoint's own rule (a
+    newer day online is kept, the same day becomes the union, an older one is replaced). None
+    when that changes nothing."""
+    from vigil.features import intraday_add
 
-    day = int(day_list["intraday_day"])
-    if stored is None or int(stored["intraday_day"]) < day:
-        return day_list
-    if int(stored["intraday_day"]) > day:
-        return None
-    seen = {}
-    for st in (stored, day_list):
-        for i, e, a in zip(*(st[k] for k in INTRADAY_STATE[1:])):
-            seen[int(i)] = (int(e), float(a))
-    keep = sorted(seen, key=lambda i: (seen[i][0], i))[-INTRADAY_MAX_TX:]
-    return {"intraday_day": day, "intraday_tx_ids": keep, "intraday_epochs": [seen[i][0] for i in keep],
-            "intraday_amounts": [seen[i][1] for i in keep]}
+    state = stored
+    for i, e, a in zip(*(day_list[k] for k in INTRADAY_STATE[1:])):
+        state = intraday_add(state, int(i), int(e), float(a))
+    return None if state is stored else state
 
 
 SNAPSHOT_FOLDERS = {v.name: (v.folder, v.key, v.asof) for v in FEATURE_VIEWS}
