@@ -68,8 +68,8 @@ def score_days(paths: Paths, store, first: date, last: date, version: str | None
         version = prod["tag"]
     try:
         model, policy, info = registry.load(paths, version)
-    except Exception as exc:  # bentoml.exceptions.NotFound and friends
-        raise ValueError(f"model {version!r} not found in {paths.bentoml_home}: {exc}") from exc
+    except registry.ModelNotFound as exc:
+        raise ValueError(str(exc)) from exc
     service = info["metadata"].get("lineage", {}).get("feature_service")
     if service and service != FEATURE_SERVICE:
         raise ValueError(f"model {version} was trained on feature service {service}; this Vigil serves "

@@ -91,16 +91,13 @@ def promote_cmd(a: argparse.Namespace) -> None:
             entry = registry.rollback(paths, a.reason)
         else:
             entry = registry.promote(paths, a.version, a.reason, stage=a.stage)
-    except (StageError, ValueError) as exc:
+    except (StageError, ValueError, registry.ModelNotFound) as exc:
         raise SystemExit(f"vigil {a.cmd}: {exc}") from exc
-    except Exception as exc:  # an unknown tag in the model store
-        if type(exc).__name__ == "NotFound":
-            raise SystemExit(f"vigil {a.cmd}: model {a.version!r} is not in {paths.bentoml_home}") from exc
-        raise
     print(f"{entry['tag']} -> {entry['stage']} (was {entry['previous'] or 'none'}); the endpoint picks it up within seconds")
 
 
 def reproduce_cmd(a: argparse.Namespace) -> None:
+    from vigil import registry
     from vigil.feature_repo import open_store
     from vigil.reproduce import reproduce
 
@@ -108,10 +105,8 @@ def reproduce_cmd(a: argparse.Namespace) -> None:
     os.environ.setdefault("BENTOML_HOME", str(paths.bentoml_home))
     try:
         r = reproduce(paths, open_store(paths), a.version)
-    except Exception as exc:
-        if type(exc).__name__ == "NotFound":
-            raise SystemExit(f"vigil reproduce: model {a.version!r} is not in {paths.bentoml_home}") from exc
-        raise
+    except registry.ModelNotFound as exc:
+        raise SystemExit(f"vigil reproduce: {exc}") from exc
     print(r.render())
     if not r.reproduced:
         raise SystemExit(1)

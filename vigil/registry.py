@@ -17,12 +17,17 @@ from pathlib import Path
 from vigil.config import Paths
 from vigil.model import FraudModel
 from vigil.policy import DecisionPolicy
+from vigil.registry_db import POINTER
 
 MODEL_NAME = "vigil-fraud"
-POINTER = "production.json"
 
 
 _STORES: dict[str, object] = {}
+
+
+class ModelNotFound(LookupError):
+    """A tag the model store does not hold (BentoML's own exception, translated so callers need
+    not import bentoml to catch it)."""
 
 
 def _bentoml(paths: Paths):
@@ -91,7 +96,10 @@ def list_versions(paths: Paths) -> list[dict]:
 
 def model_info(paths: Paths, tag: str) -> dict:
     bentoml, store = _bentoml(paths)
-    m = bentoml.models.get(tag, _model_store=store)
+    try:
+        m = bentoml.models.get(tag, _model_store=store)
+    except bentoml.exceptions.NotFound as exc:
+        raise ModelNotFound(f"model {tag!r} is not in {paths.bentoml_home}") from exc
     return {"tag": str(m.tag), "path": m.path, "metadata": dict(m.info.metadata), "labels": dict(m.info.labels)}
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+POINTER = "production.json"  # the file a promotion to production writes atomically; the endpoint follows it
+
 STAGES = ("candidate", "shadow", "canary", "production", "archived", "rejected")
 # which stage may follow which: a rejected candidate stays rejected; anything else can be retired
 ALLOWED = {

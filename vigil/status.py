@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vigil.config import Paths
+from vigil.registry_db import POINTER
 
 SHOWN = (("handbook_auc", "AUC"), ("handbook_average_precision", "AP"), ("handbook_card_precision_at_100", "CP@100"))
 
@@ -45,7 +46,7 @@ def status(paths: Paths, dagster_home: Path | None = None) -> dict:
     from vigil.registry_db import open_records
 
     db = open_records(paths.registry)
-    pointer = paths.registry / "production.json"
+    pointer = paths.registry / POINTER
     serving = json.loads(pointer.read_text()) if pointer.exists() else None
     prod = db.version(serving["tag"]) if serving else None
     since = None

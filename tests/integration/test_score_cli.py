@@ -39,7 +39,7 @@ def test_score_past_days_equals_the_training_jobs_test_frame(pipeline_home, tmp_
 @pytest.mark.parametrize("args,message", [
     (["--from", "2030-01-01", "--to", "2030-01-02"], "validated partitions missing for 2 day"),
     (["--from", "2025-04-10", "--to", "2025-04-01"], "is before --from"),
-    (["--from", "2025-04-10", "--to", "2025-04-11", "--model", "vigil-fraud:nope"], "model 'vigil-fraud:nope' not found"),
+    (["--from", "2025-04-10", "--to", "2025-04-11", "--model", "vigil-fraud:nope"], "model 'vigil-fraud:nope' is not in"),
     (["--from", "yesterday", "--to", "2025-04-11"], "must be dates"),
 ])
 def test_score_refuses_bad_requests_by_name(pipeline_home, tmp_path, args, message):
