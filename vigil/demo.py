@@ -305,10 +305,12 @@ def render_summary(s: dict) -> str:
     share = f" (share of drifted features {s['drift_share']:.2f})" if isinstance(s.get("drift_share"), (int, float)) else ""
     timings = ", ".join(f"{k.replace('_', ' ')} {v:.0f} s" for k, v in s["timings_s"].items())
     rows = [
-        ("model", f"{s['model_version']}  (trained on {' .. '.join(w.get('train_days', []))}, "
-                  f"tested on {' .. '.join(w.get('test_days', []))})"),
+        ("model", f"{s['model_version']}  (trained on {' .. '.join(w.get('train_days', []))}"
+                  + (f", compared with the champion on {' .. '.join(w['recent_days'])}" if w.get("recent_days") else "")
+                  + ")"),
         ("quality, Handbook protocol", f"AUC {m['handbook_auc']:.3f}   AP {m['handbook_average_precision']:.3f}   "
-                                       f"CP@100 {m['handbook_card_precision_at_100']:.3f}   (test week, known-compromised cards left out)"),
+                                       f"CP@100 {m['handbook_card_precision_at_100']:.3f}   (backtest of the recipe, test week "
+                                       f"{' .. '.join(w.get('test_days', []))}, known-compromised cards left out)"),
         ("quality, whole week", f"AUC {m['week_auc']:.3f}   AP {m['week_average_precision']:.3f}   "
                                 f"CP@100 {m['week_card_precision_at_100']:.3f}   (every row; flatters, for comparison only)"),
         ("serving", f"{s['served_requests']:,} requests scored over HTTP, p50 {s['serving_p50_ms']:.2f} ms, "

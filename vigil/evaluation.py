@@ -195,13 +195,19 @@ def ap_delta_interval(y: np.ndarray, candidate: np.ndarray, champion: np.ndarray
 
 
 def judge(test: pd.DataFrame, known: pd.DataFrame | None, thresholds: GateThresholds, latency_ms: float,
-          size_mb: float, champion_score: np.ndarray | None = None, champion: str = "champion") -> GateResult:
+          size_mb: float, champion_score: np.ndarray | None = None, champion: str = "champion",
+          recent: pd.DataFrame | None = None) -> GateResult:
     """The gate's verdict on a candidate: ``test`` holds the test week's rows with the model's
     features, ``label`` and the candidate's ``score`` (and the champion's scores of the same rows
     in ``champion_score``). Rules: floors on Handbook AUC and AP; no regression against the
     champion (rejected when AP trails it by more than ``max_regression`` *and* the bootstrap
     interval of the difference lies below 0: worse, and not by chance); a floor on the AUC of
-    each slice big enough to judge; latency; size. Every rule reports actual and threshold."""
+    each slice big enough to judge; latency; size. Every rule reports actual and threshold.
+
+    With ``recent`` (the recent window's rows: ``label`` as known at T, the candidate's ``score``
+    and the champion's ``champion_score``), the champion is compared there instead (``recent_known``
+    protocol: every row, unreported counted genuine, which both models face alike); it is not
+    judged when the window holds fewer than ``slice_min_frauds`` reported frauds."""
     t = thresholds
     if champion_score is not None:
         test = test.assign(champion_score=np.asarray(champion_score, dtype=float))
@@ -216,16 +222,22 @@ def judge(test: pd.DataFrame, known: pd.DataFrame | None, thresholds: GateThresh
     rule("handbook_auc", auc, t.min_auc, bool(auc >= t.min_auc), f"{auc:.3f} (floor {t.min_auc})")
     rule("handbook_average_precision", ap, t.min_average_precision, bool(ap >= t.min_average_precision),
          f"{ap:.3f} (floor {t.min_average_precision})")
-    if champion_score is None:
+    compare, where = (recent, "recent window, labels known at T") if recent is not None else (rows, "test week")
+    frauds = int(compare["label"].sum()) if compare is not None and len(compare) else 0
+    if compare is None or "champion_score" not in compare or (recent is None and champion_score is None):
         rule("no_regression", None, -t.max_regression, None, "no champion: nothing to compare")
+    elif frauds < t.slice_min_frauds or frauds == len(compare):
+        rule("no_regression", None, -t.max_regression, None,
+             f"{where}: {len(compare)} rows, {frauds} reported frauds: too few to compare (need {t.slice_min_frauds})")
     else:
-        y = rows["label"].to_numpy()
-        delta, lo, hi = ap_delta_interval(y, rows["score"].to_numpy(), rows["champion_score"].to_numpy(),
+        y = compare["label"].to_numpy()
+        delta, lo, hi = ap_delta_interval(y, compare["score"].to_numpy(dtype=float),
+                                          compare["champion_score"].to_numpy(dtype=float),
                                           t.bootstrap_samples, t.confidence)
         worse = delta < -t.max_regression and hi < 0
         rule("no_regression", delta, -t.max_regression, not worse,
-             f"AP − {champion}'s AP = {delta:+.3f}, {t.confidence:.0%} interval [{lo:+.3f}, {hi:+.3f}] "
-             f"(rejected below {-t.max_regression:+.3f} with the interval below 0)")
+             f"{where}: AP − {champion}'s AP = {delta:+.3f}, {t.confidence:.0%} interval [{lo:+.3f}, {hi:+.3f}] "
+             f"on {len(compare)} rows, {frauds} frauds (rejected below {-t.max_regression:+.3f} with the interval below 0)")
     for name, select in SLICES.items():
         part = rows[select(rows).to_numpy()]
         frauds = int(part["label"].sum())

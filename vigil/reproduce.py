@@ -1,5 +1,5 @@
 """`vigil reproduce VERSION`: rebuild a registered model from its lineage and show that it gives
-the same predictions on its test week, or name the input that changed."""
+the same predictions on the rows it was compared on, or name the input that changed."""
 
 from __future__ import annotations
 
@@ -24,14 +24,14 @@ class Reproduction:
     changed: list[str] = field(default_factory=list)  # inputs that differ from the lineage
     rows: int = 0
     max_abs_diff: float | None = None
-    metrics: dict = field(default_factory=dict)  # original vs rebuilt, Handbook protocol
+    metrics: dict = field(default_factory=dict)  # original vs rebuilt on the rows it was compared on
 
     def render(self) -> str:
         if self.changed:
             return (f"{self.version}: cannot be reproduced, its inputs changed:\n"
                     + "\n".join(f"  - {c}" for c in self.changed))
         verdict = "reproduced" if self.reproduced else "NOT reproduced"
-        lines = [f"{self.version}: {verdict}: {self.rows:,} test rows, max |score difference| {self.max_abs_diff:.3g} "
+        lines = [f"{self.version}: {verdict}: {self.rows:,} rows, max |score difference| {self.max_abs_diff:.3g} "
                  f"(tolerance {TOLERANCE})"]
         for k, (a, b) in self.metrics.items():
             lines.append(f"  {k:36s} registered {a:.4f}   rebuilt {b:.4f}")
@@ -62,8 +62,11 @@ def changed_inputs(paths: Paths, lineage: dict) -> list[str]:
 
 
 def reproduce(paths: Paths, store, version: str) -> Reproduction:
+    """Train the served model again from its lineage (its training days, labels known at its T, its
+    label rule, parameters and seed) and score the rows it was compared on (the recent window; a
+    model from before fresh training: its test week)."""
     from vigil import evaluation
-    from vigil.training import build_dataset, known_compromised, train_and_evaluate
+    from vigil.training import build_dataset, fit, label_weights
 
     model, _, info = registry.load(paths, version)
     lineage = info["metadata"]["lineage"]
@@ -71,15 +74,19 @@ def reproduce(paths: Paths, store, version: str) -> Reproduction:
     if changed:
         return Reproduction(version, False, changed)
     as_of = pd.Timestamp(lineage["as_of"])
-    train_days, test_days = _days(lineage["train_days"]), _days(lineage["test_days"])
-    train, _ = build_dataset(store, paths, train_days, as_of)
-    test, _ = build_dataset(store, paths, test_days, as_of)
-    known = known_compromised(paths, train_days[0], as_of)
-    rebuilt = train_and_evaluate(train, test, params=lineage["model_params"], seed=lineage["seed"], known=known)
-    x = test[MODEL_FEATURES].to_numpy()
-    original, again = model.predict(x), rebuilt.model.predict(x)
+    rule = lineage.get("label_rule", "drop")
+    train_days = _days(lineage["train_days"])
+    eval_days = _days(lineage.get("recent_days") or lineage["test_days"])
+    data, _ = build_dataset(store, paths, sorted(set(train_days) | set(eval_days)), as_of, keep_immature=True)
+    day = data["tx_datetime"].dt.date
+    train = data[day.isin(set(train_days))]
+    train = train.assign(weight=label_weights(train, as_of, rule))
+    rebuilt = fit(train[train["weight"] > 0].reset_index(drop=True), lineage["model_params"], lineage["seed"])
+    rows = data[day.isin(set(eval_days))].reset_index(drop=True)
+    x = rows[MODEL_FEATURES].to_numpy()
+    original, again = model.predict(x), rebuilt.predict(x)
     diff = float(np.max(np.abs(original - again), initial=0.0))
-    before = evaluation.handbook_metrics(test.assign(score=original), known)
-    keys = ("handbook_auc", "handbook_average_precision", "handbook_card_precision_at_100")
-    return Reproduction(version, diff <= TOLERANCE, [], len(test), diff,
-                        {k: (before[k], rebuilt.metrics[k]) for k in keys})
+    before = evaluation.measures(rows.assign(score=original), "recent_known", False)
+    after = evaluation.measures(rows.assign(score=again), "recent_known", False)
+    keys = ("recent_known_auc", "recent_known_average_precision", "recent_known_card_precision_at_100")
+    return Reproduction(version, diff <= TOLERANCE, [], len(rows), diff, {k: (before[k], after[k]) for k in keys})

@@ -76,8 +76,10 @@ def render_status(s: dict) -> str:
         lines.append(f"production   {prod['tag']}  since {since['at'] if since else '?'}"
                      + (f"  ({since['actor']}: {since['reason']})" if since else ""))
         lines.append(f"  quality    {_figures(prod['metrics'])}")
-        lines.append(f"  trained on {' .. '.join(prod['lineage'].get('train_days', []))}, tested on "
-                     f"{' .. '.join(prod['lineage'].get('test_days', []))}, code {prod['code_version'] or '?'}")
+        lin = prod["lineage"]
+        lines.append(f"  trained on {' .. '.join(lin.get('train_days', []))}"
+                     + (f", compared on {' .. '.join(lin['recent_days'])}" if lin.get("recent_days") else "")
+                     + f", Handbook week {' .. '.join(lin.get('test_days', []))}, code {prod['code_version'] or '?'}")
     rej = s["last_rejected"]
     if rej:
         lines.append(f"rejected     {rej['tag']} at {rej['created_at']}: {rej['note']}")
