@@ -9,7 +9,7 @@ import pandas as pd
 from assets.common import DAILY, SINGLE_RUN, bounded_table, days_of, md_table, progress
 from resources import VigilStorage
 from vigil import data_profile, ingestion, registry
-from vigil.contracts import DEFAULT_AMOUNT_CEILING
+from vigil.contracts import DEFAULT_AMOUNT_CEILING, TRANSACTION_QUARANTINED
 from vigil.data_profile import Thresholds
 
 QUARANTINE_RATE = "quarantine_rate"
@@ -149,12 +149,19 @@ def validated_labels(context: dg.AssetExecutionContext, storage: VigilStorage):
     per_day = []
     for day in days_of(context):
         v = ingestion.validate_labels_day(storage.paths, day)
-        per_day.append({"day": str(day), "admitted": len(v.result.admitted), "quarantined": len(v.result.quarantined),
+        q = v.result.quarantined
+        aside = int((q["reasons"] == TRANSACTION_QUARANTINED).sum()) if len(q) else 0
+        per_day.append({"day": str(day), "admitted": len(v.result.admitted), "quarantined": len(q) - aside,
+                        "of_quarantined_transactions": aside,
                         "reasons": ";".join(f"{k}={n}" for k, n in v.result.reasons.items())})
     table = pd.DataFrame(per_day)
-    bad = int(table["quarantined"].sum())
+    bad = int(table["quarantined"].sum())  # a report of a transaction the contract refused is not the report's fault
     yield dg.MaterializeResult(
-        metadata={"admitted": int(table["admitted"].sum()), "quarantined": bad, "partitions": md_table(table)},
+        metadata={"admitted": int(table["admitted"].sum()), "quarantined": bad,
+                  "of_quarantined_transactions": int(table["of_quarantined_transactions"].sum()),
+                  "partitions": md_table(table)},
         check_results=[dg.AssetCheckResult(check_name=LABEL_CONTRACT, passed=bad == 0,
-                                           metadata={"actual": bad, "expected": 0, "threshold": 0})],
+                                           metadata={"actual": bad, "expected": 0, "threshold": 0,
+                                                     "reports_of_quarantined_transactions":
+                                                         int(table["of_quarantined_transactions"].sum())})],
     )

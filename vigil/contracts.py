@@ -254,22 +254,29 @@ def seen_before_rule(seen_ids: pd.Series) -> RowRule:
     return rule
 
 
-def validate_labels(frame: pd.DataFrame, source_file: str = "", known: pd.DataFrame | None = None) -> ValidationResult:
-    """``known``: the validated transactions a report may refer to (transaction_id, tx_datetime)."""
-    rules = [known_transaction_rule(known)] if known is not None else []
+TRANSACTION_QUARANTINED = "transaction_id:transaction_quarantined"
+
+
+def validate_labels(frame: pd.DataFrame, source_file: str = "", known: pd.DataFrame | None = None,
+                    quarantined_ids: set | None = None) -> ValidationResult:
+    """``known``: the validated transactions a report may refer to (transaction_id, tx_datetime);
+    ``quarantined_ids``: transactions the contract refused (their reports are kept aside with
+    :data:`TRANSACTION_QUARANTINED`, the transaction's own quarantine row says why)."""
+    rules = [known_transaction_rule(known, quarantined_ids)] if known is not None else []
     return validate(frame, label_schema(), LABEL_REQUIRED, source_file, rules)
 
 
-def known_transaction_rule(known: pd.DataFrame) -> RowRule:
+def known_transaction_rule(known: pd.DataFrame, quarantined_ids: set | None = None) -> RowRule:
     """A report must refer to a known transaction, and cannot be made before it."""
     when = known.drop_duplicates("transaction_id").set_index("transaction_id")["tx_datetime"]
+    refused = quarantined_ids or set()
 
     def rule(labels: pd.DataFrame) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
         ids = labels["transaction_id"]
         tx_time = ids.map(when)
         for i in np.flatnonzero((ids.notna() & tx_time.isna()).to_numpy()):
-            out[int(i)] = ["transaction_id:unknown_transaction"]
+            out[int(i)] = [TRANSACTION_QUARANTINED if ids.iloc[i] in refused else "transaction_id:unknown_transaction"]
         early = (labels["reported_at"] < tx_time).fillna(False).to_numpy()
         for i in np.flatnonzero(early):
             out.setdefault(int(i), []).append("reported_at:before_transaction")

@@ -156,7 +156,10 @@ def validate_labels_day(paths: Paths, day: date) -> Validated:
     known = lake.read_days(paths.validated, days, ["transaction_id", "tx_datetime"])
     if known.empty:
         known = pd.DataFrame({"transaction_id": pd.Series([], dtype="int64"), "tx_datetime": pd.Series([], dtype="datetime64[ns]")})
-    result = validate_labels(raw, known=known)
+    refused = lake.read_days(paths.quarantine, [d for d in days if lake.day_file(paths.quarantine, d).exists()],
+                             ["transaction_id"])
+    refused_ids = set(pd.to_numeric(refused["transaction_id"], errors="coerce").dropna().astype("int64")) if len(refused) else set()
+    result = validate_labels(raw, known=known, quarantined_ids=refused_ids)
     lake.write_day(paths.labels, day, result.admitted)
     lake.write_day(paths.quarantine / "labels", day, result.quarantined)
     return Validated(day, result, lake.content_hash(result.admitted))

@@ -241,3 +241,23 @@ def test_labels_for_unknown_transactions(tmp_path, clean):
     assert v.result.admitted["transaction_id"].tolist() == [day["transaction_id"].iloc[0]]
     assert v.result.quarantined["reasons"].tolist() == ["transaction_id:unknown_transaction", "reported_at:before_transaction"]
     assert v.result.quarantined["source_row"].tolist() == [2, 3]
+
+
+def test_a_report_of_a_quarantined_transaction_is_set_aside_not_unknown(tmp_path, clean):
+    """A fraud report for a transaction the contract refused (an amount of 0.00, say) names that
+    cause; the label check does not count it against the report feed (seen in a seed-1 world)."""
+    from vigil.contracts import TRANSACTION_QUARANTINED
+
+    day, _ = clean
+    paths = config.paths(tmp_path)
+    lake.write_day(paths.validated, DAY, day.iloc[1:])
+    lake.write_day(paths.quarantine, DAY, pd.DataFrame({"transaction_id": [str(day["transaction_id"].iloc[0])],
+                                                        "reasons": ["tx_amount:greater_than(0)"]}))
+    folder = paths.landing / "labels"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"transaction_id": [day["transaction_id"].iloc[0], 99_999_999], "tx_fraud": [1, 1],
+                  "reported_at": ["2025-04-04T10:00:00", "2025-04-04T10:00:00"]}).to_csv(folder / "2025-04-04.csv", index=False)
+    ingestion.land_labels(paths, date(2025, 4, 4), FileSource(folder))
+    v = ingestion.validate_labels_day(paths, date(2025, 4, 4))
+    assert v.result.admitted.empty
+    assert v.result.quarantined["reasons"].tolist() == [TRANSACTION_QUARANTINED, "transaction_id:unknown_transaction"]

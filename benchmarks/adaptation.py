@@ -1,0 +1,162 @@
+"""Does retraining learn a drift? The training rules measured on the week after each retraining.
+
+    .venv/bin/python benchmarks/adaptation.py [--customers 2000] [--drift-day 70] [--intensity 0.05]
+
+Two worlds (seed 1: the *validation* world, where the default is chosen; seed 2: the *test* world,
+where it is only reported) go through Vigil's real daily pipeline (one Dagster run: ingest →
+validate → snapshots → Feast) with the simulator's ``concept`` drift (a card-testing ring) from
+``--drift-day``. Every feature comes from Feast's point-in-time retrieval
+(``vigil.training.build_dataset``). Then, retraining at the end of day L = drift + 2, + 4, + 6,
+each rule trains a model with the labels *known at T* (reported before the end of L) and is
+measured on the 7 days after L with every label (``next_week_*``: every transaction, the truth the
+benchmark knows and the system does not yet):
+
+- ``before``: the training window before fresh training (21 days ending 15 days before T: the
+  Handbook's train / gap / test arrangement, so every training day predates the drift);
+- ``fresh recent=R rule=X``: :class:`vigil.training.Plan` with a recent window of R days, young
+  unreported transactions dropped (``drop``) or weighted by the share of frauds reported by their
+  age (``weight``);
+- ``pre-drift level``: the default rule retrained the day before the drift, on its next week
+  (what "back to the pre-drift level" means).
+"""
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+START = date(2025, 4, 1)
+OFFSETS = (2, 4, 6)
+RECENT = (1, 2, 3)
+RULES = ("drop", "weight")
+
+
+def build_world(home: Path, customers: int, days: int, seed: int, drift_day: int, intensity: float) -> None:
+    import dagster as dg
+
+    from vigil import config, lake
+    from vigil.simulator import Drift, simulate, write_landing
+
+    os.environ.update({"VIGIL_HOME": str(home), "BENTOML_HOME": str(home / "bentoml"), "VIGIL_START_DATE": START.isoformat()})
+    paths = config.paths(home)
+    last = START + timedelta(days=days - 1)
+    if lake.day_file(paths.features / "terminal", last).exists():
+        print(f"reusing the world in {home}", file=sys.stderr)
+        return
+    sim = simulate(customers, customers * 2, days, START, seed, drift=[Drift("concept", drift_day, intensity)])
+    write_landing(sim, paths.landing)
+    from pipelines.definitions import defs
+
+    t0 = time.perf_counter()
+    instance = dg.DagsterInstance.ephemeral()
+    dg.materialize([defs.get_assets_def("feast_registry")], instance=instance, resources=defs.resources)
+    keys = ["raw_transactions", "label_feed", "validated_transactions", "validated_labels", "feature_snapshots"]
+    r = defs.resolve_job_def("daily_pipeline").execute_in_process(
+        instance=instance, asset_selection=[dg.AssetKey(k) for k in keys],
+        tags={"dagster/asset_partition_range_start": START.isoformat(), "dagster/asset_partition_range_end": last.isoformat()})
+    assert r.success
+    print(f"world seed {seed}: daily pipeline over {days} days in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+
+def measure_world(home: Path, drift_day: int) -> list[dict]:
+    import numpy as np
+    import pandas as pd
+
+    from vigil import config, evaluation
+    from vigil.feature_repo import open_store
+    from vigil.features import HISTORY_DAYS
+    from vigil.training import Plan, Window, build_dataset, fit, label_weights
+    from vigil.features import MODEL_FEATURES
+
+    paths = config.paths(home)
+    first_l = drift_day - 1
+    days = [START + timedelta(days=i) for i in range(HISTORY_DAYS, drift_day + max(OFFSETS) + 8)]
+    truth_at = pd.Timestamp(days[-1]) + pd.Timedelta(days=9)  # every report of the measured weeks has arrived
+    t0 = time.perf_counter()
+    data, _ = build_dataset(open_store(paths), paths, days, truth_at, keep_immature=True)
+    print(f"features for {len(data):,} rows in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    day = data["tx_datetime"].dt.date
+    truth = data["label"].to_numpy()
+    out = []
+
+    def run(name: str, offset: int, last: date, train_days: list[date], rule: str):
+        as_of = pd.Timestamp(last) + pd.Timedelta(days=1)
+        known = data["reported_at"] < as_of  # the labels known at T
+        rows = data[day.isin(set(train_days))].assign(label=lambda f: (known[f.index]).astype("int8"),
+                                                      reported_at=lambda f: f["reported_at"].where(known[f.index]))
+        rows = rows.assign(weight=label_weights(rows, as_of, rule))
+        t1 = time.perf_counter()
+        model = fit(rows[rows["weight"] > 0].reset_index(drop=True))
+        nxt = data[day.isin({last + timedelta(days=i) for i in range(1, 8)})]
+        scored = nxt.assign(label=truth[nxt.index], score=model.predict(nxt[MODEL_FEATURES].to_numpy()))
+        m = evaluation.measures(scored, "next_week", False)
+        post = scored["tx_datetime"] >= pd.Timestamp(START + timedelta(days=drift_day))
+        out.append({"rule": name, "days_after_drift_onset": offset, "last_day": last.isoformat(),
+                    "train": f"{train_days[0]}..{train_days[-1]}", "known_frauds": int(rows["label"].sum()),
+                    **{k: round(float(v), 4) for k, v in m.items() if not k.endswith("_rows")},
+                    "fit_s": round(time.perf_counter() - t1, 1)})
+        print(f"  {name:28s} L=drift+{offset}: next-week AP {m['next_week_average_precision']:.3f} "
+              f"AUC {m['next_week_auc']:.3f} CP@100 {m['next_week_card_precision_at_100']:.3f} "
+              f"({int(post.sum())} post-drift rows)", file=sys.stderr)
+
+    pre = START + timedelta(days=first_l)
+    run("pre-drift level (weight, recent=2)", -1, pre, Plan.at(pre, recent_days=2, first_day=START).fit_days, "weight")
+    for offset in OFFSETS:
+        last = START + timedelta(days=drift_day + offset)
+        run("before (Handbook window)", offset, last, Window.ending(last, first_day=START).train_days, "drop")
+        for recent in RECENT:
+            for rule in RULES:
+                run(f"fresh recent={recent} rule={rule}", offset, last, Plan.at(last, recent_days=recent,
+                                                                                 first_day=START).fit_days, rule)
+    del np
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--home", default="")
+    ap.add_argument("--customers", type=int, default=2000)
+    ap.add_argument("--drift-day", type=int, default=70)
+    ap.add_argument("--intensity", type=float, default=0.05)
+    a = ap.parse_args()
+    import pandas as pd
+
+    from _world import write_result
+
+    root = Path(a.home or tempfile.mkdtemp(prefix="vigil-bench-adapt-")).resolve()
+    days = a.drift_day + max(OFFSETS) + 8 + 10
+    t_start = time.perf_counter()
+    results = {}
+    for role, seed in (("validation", 1), ("test", 2)):
+        home = root / f"seed{seed}"
+        build_world(home, a.customers, days, seed, a.drift_day, a.intensity)
+        results[role] = measure_world(home, a.drift_day)
+    val = pd.DataFrame(results["validation"])
+    fresh = val[val["rule"].str.startswith("fresh")]
+    chosen = fresh.groupby("rule")["next_week_average_precision"].mean().idxmax()
+    table = []
+    for role in ("validation", "test"):
+        f = pd.DataFrame(results[role])
+        for rule, g in f.groupby("rule", sort=False):
+            table.append({"world": role, "rule": rule, **{f"AP drift+{o}" if o >= 0 else "AP": v for o, v in
+                                                          zip(g["days_after_drift_onset"], g["next_week_average_precision"])},
+                          "mean AP": round(float(g["next_week_average_precision"].mean()), 4)})
+    print(pd.DataFrame(table).to_markdown(index=False, floatfmt=".3f"), file=sys.stderr)
+    write_result("adaptation", {
+        "command": "benchmarks/adaptation.py " + " ".join(sys.argv[1:]),
+        "machine": f"{os.cpu_count()} cores {platform.machine()}", "seconds": round(time.perf_counter() - t_start),
+        "customers": a.customers, "drift": f"concept:{a.drift_day}:{a.intensity}",
+        "chosen_on_validation_world": chosen, "table": table, "rows": results,
+    })
+
+
+if __name__ == "__main__":
+    main()
