@@ -12,7 +12,7 @@ from assets.common import DAILY, SINGLE_RUN, days_of, md_table
 from resources import VigilStorage
 from vigil import lake, plots, prediction_log, registry
 from vigil.features import MODEL_FEATURES
-from vigil.monitoring import DEFAULT_DRIFT_SHARE, drift_report as evidently_drift
+from vigil.monitoring import DEFAULT_DRIFT_SHARE, PSI_ALERT, drift_report as evidently_drift, output_monitoring
 
 
 class DriftConfig(dg.Config):
@@ -56,18 +56,25 @@ def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, storage
                             "drift_share": 0.0, "note": f"fewer than {config.min_rows} predictions: not assessed"})
             continue
         tag = served["model_version"].mode().iloc[0]
-        reference = pd.read_parquet(Path(registry.model_info(paths, tag)["path"]) / "reference.parquet")
+        model_path = Path(registry.model_info(paths, tag)["path"])
+        reference = pd.read_parquet(model_path / "reference.parquet")
+        scores_file = model_path / "validation_scores.parquet"  # models from before it was kept: no PSI
+        outputs = output_monitoring(served[served["model_version"] == tag],
+                                    pd.read_parquet(scores_file)["score"].to_numpy() if scores_file.exists() else None)
         html = paths.monitoring / "drift" / f"{day}.html"
         s = evidently_drift(reference, served, MODEL_FEATURES, html, drift_share=config.drift_share)
         s.per_column.to_csv(html.with_suffix(".csv"), index=False)
         html.with_suffix(".json").write_text(json.dumps({**s.as_metadata(), "html": s.html, "url": storage.report_link(html),
                                                          "model": tag, "rows": len(served)}))
-        results.append({"day": str(day), "rows": len(served), "model": tag, **s.as_metadata(), "html": s.html,
-                        "per_column": s.per_column})
+        results.append({"day": str(day), "rows": len(served), "model": tag, **s.as_metadata(),
+                        **{k: round(v, 4) for k, v in outputs.items()}, "html": s.html, "per_column": s.per_column})
     last = results[-1]
     meta = {
         "dataset_drift": bool(any(r["dataset_drift"] for r in results)),
         "drift_share": float(max(r["drift_share"] for r in results)),
+        # output monitoring: score PSI against the model's validation window (> PSI_ALERT: a major shift)
+        "score_psi": float(max((r.get("score_psi", float("nan")) for r in results), default=float("nan"))),
+        "score_psi_alert_threshold": PSI_ALERT,
         "days": md_table(pd.DataFrame([{k: v for k, v in r.items() if k not in ("per_column", "html")} for r in results])),
     }
     if "per_column" in last:

@@ -82,6 +82,40 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, columns: list[s
     )
 
 
+PSI_BINS = 10
+PSI_WARN, PSI_ALERT = 0.1, 0.25  # the usual reading: < 0.1 stable, 0.1-0.25 moderate shift, > 0.25 major
+
+
+def psi(reference: np.ndarray, current: np.ndarray, bins: int = PSI_BINS, eps: float = 1e-4) -> float:
+    """Population stability index of ``current`` against ``reference`` over the reference's
+    quantile bins (ties merged): sum((c - r) * ln(c / r)) of the bin shares, shares floored at
+    ``eps`` so an empty bin is large but finite."""
+    ref = np.asarray(reference, dtype=float)
+    cur = np.asarray(current, dtype=float)
+    if len(ref) == 0 or len(cur) == 0:
+        return float("nan")
+    edges = np.unique(np.quantile(ref, np.linspace(0, 1, bins + 1)[1:-1]))
+    r = np.bincount(np.searchsorted(edges, ref, side="right"), minlength=len(edges) + 1) / len(ref)
+    c = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=len(edges) + 1) / len(cur)
+    r, c = np.maximum(r, eps), np.maximum(c, eps)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def output_monitoring(served: pd.DataFrame, validation_scores: np.ndarray | None) -> dict:
+    """What the model *did* on a day, beside what it was fed: score PSI against the scores of the
+    window it was validated on, the decision rates, and the served amount by decision."""
+    out = {"score_psi": psi(validation_scores, served["fraud_score"].to_numpy()) if validation_scores is not None
+           else float("nan"),
+           "score_mean": float(served["fraud_score"].mean()),
+           "score_p99": float(np.quantile(served["fraud_score"], 0.99))}
+    for decision in ("approve", "review", "decline"):
+        hit = served["decision"] == decision
+        out[f"{decision}_rate"] = float(hit.mean())
+        if "tx_amount" in served:
+            out[f"{decision}_amount"] = float(served.loc[hit, "tx_amount"].sum())
+    return out
+
+
 def live_performance(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict:
     """Metrics of served scores against the fraud reports known so far (immature labels count as 0)."""
     if predictions.empty:
