@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 
 from assets.common import DAILY, SINGLE_RUN, days_of, md_table
-from resources import VigilStorage
+from resources import AlertSinks, VigilStorage
 from vigil import lake, plots, prediction_log, registry
+from vigil.alerts import Alert
 from vigil.features import MODEL_FEATURES
 from vigil.monitoring import DEFAULT_DRIFT_SHARE, PSI_ALERT, drift_report as evidently_drift, output_monitoring
 
@@ -20,8 +21,14 @@ class DriftConfig(dg.Config):
     min_rows: int = 200
 
 
+class PredictionLogConfig(dg.Config):
+    max_stale_share: float = 0.05  # above this share of a day's requests scored with stale features: an alert
+    min_rows: int = 100  # fewer requests: no alert (a handful of stale rows is not a rate)
+
+
 @dg.asset(group_name="monitoring", partitions_def=DAILY, backfill_policy=SINGLE_RUN, kinds={"parquet"})
-def prediction_log_daily(context: dg.AssetExecutionContext, storage: VigilStorage) -> dg.MaterializeResult:
+def prediction_log_daily(context: dg.AssetExecutionContext, config: PredictionLogConfig, storage: VigilStorage,
+                         alerts: AlertSinks) -> dg.MaterializeResult:
     """Every prediction served for the day (from the endpoint's append-only log), as one table."""
     paths, rows = storage.paths, []
     for day in days_of(context):
@@ -36,6 +43,11 @@ def prediction_log_daily(context: dg.AssetExecutionContext, storage: VigilStorag
                      "latency_p50_ms": float(np.percentile(frame["latency_ms"], 50)),
                      "latency_p99_ms": float(np.percentile(frame["latency_ms"], 99)),
                      "models": ", ".join(sorted(frame["model_version"].unique()))})
+        share = rows[-1]["stale_rows"] / len(frame)
+        if len(frame) >= config.min_rows and share > config.max_stale_share:
+            alerts.alerter(paths).raise_alert(Alert(
+                "stale_features", str(day), f"{share:.1%} of {len(frame)} requests on {day} were scored with stale features",
+                {"day": str(day), "stale_share": share, "threshold": config.max_stale_share, "requests": len(frame)}))
     table = pd.DataFrame(rows)
     return dg.MaterializeResult(metadata={"predictions": int(table["predictions"].sum()), "partitions": md_table(table),
                                           "dagster/row_count": int(table["predictions"].sum())})

@@ -16,8 +16,8 @@ benchmark knows and the system does not yet):
 - ``fresh recent=R rule=X``: :class:`vigil.training.Plan` with a recent window of R days, young
   unreported transactions dropped (``drop``) or weighted by the share of frauds reported by their
   age (``weight``);
-- ``pre-drift level``: the default rule retrained the day before the drift, on its next week
-  (what "back to the pre-drift level" means).
+- ``pre-drift level``: fresh training 8 days before the drift, measured on the week before the
+  drift (what "back to the pre-drift level" means).
 """
 
 import argparse
@@ -77,7 +77,6 @@ def measure_world(home: Path, drift_day: int) -> list[dict]:
     from vigil.features import MODEL_FEATURES
 
     paths = config.paths(home)
-    first_l = drift_day - 1
     days = [START + timedelta(days=i) for i in range(HISTORY_DAYS, drift_day + max(OFFSETS) + 8)]
     truth_at = pd.Timestamp(days[-1]) + pd.Timedelta(days=9)  # every report of the measured weeks has arrived
     t0 = time.perf_counter()
@@ -107,8 +106,8 @@ def measure_world(home: Path, drift_day: int) -> list[dict]:
               f"AUC {m['next_week_auc']:.3f} CP@100 {m['next_week_card_precision_at_100']:.3f} "
               f"({int(post.sum())} post-drift rows)", file=sys.stderr)
 
-    pre = START + timedelta(days=first_l)
-    run("pre-drift level (weight, recent=2)", -1, pre, Plan.at(pre, recent_days=2, first_day=START).fit_days, "weight")
+    pre = START + timedelta(days=drift_day - 8)  # its next week ends the day before the drift
+    run("pre-drift level", -8, pre, Plan.at(pre, recent_days=2, first_day=START).fit_days, "drop")
     for offset in OFFSETS:
         last = START + timedelta(days=drift_day + offset)
         run("before (Handbook window)", offset, last, Window.ending(last, first_day=START).train_days, "drop")
@@ -124,7 +123,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--home", default="")
     ap.add_argument("--customers", type=int, default=2000)
-    ap.add_argument("--drift-day", type=int, default=70)
+    ap.add_argument("--drift-day", type=int, default=75)
     ap.add_argument("--intensity", type=float, default=0.05)
     a = ap.parse_args()
     import pandas as pd
@@ -141,12 +140,17 @@ def main():
         results[role] = measure_world(home, a.drift_day)
     val = pd.DataFrame(results["validation"])
     fresh = val[val["rule"].str.startswith("fresh")]
-    chosen = fresh.groupby("rule")["next_week_average_precision"].mean().idxmax()
+    best = fresh.groupby("rule")["next_week_average_precision"].mean()
+    # Vigil's default: the best rule on the validation world among recent windows of >= 2 days, the
+    # shortest in which the champion comparison is judged in normal traffic at the default scale
+    # (a day-old window holds ~4 % of that day's frauds as reports, 2 days ~23 %: 4 vs 23 of ~100)
+    judged = best[[r for r in best.index if int(r.split("recent=")[1].split()[0]) >= 2]]
+    chosen, default = best.idxmax(), judged.idxmax()
     table = []
     for role in ("validation", "test"):
         f = pd.DataFrame(results[role])
         for rule, g in f.groupby("rule", sort=False):
-            table.append({"world": role, "rule": rule, **{f"AP drift+{o}" if o >= 0 else "AP": v for o, v in
+            table.append({"world": role, "rule": rule, **{f"AP drift+{o}" if o >= 0 else "AP before drift": v for o, v in
                                                           zip(g["days_after_drift_onset"], g["next_week_average_precision"])},
                           "mean AP": round(float(g["next_week_average_precision"].mean()), 4)})
     print(pd.DataFrame(table).to_markdown(index=False, floatfmt=".3f"), file=sys.stderr)
@@ -154,7 +158,8 @@ def main():
         "command": "benchmarks/adaptation.py " + " ".join(sys.argv[1:]),
         "machine": f"{os.cpu_count()} cores {platform.machine()}", "seconds": round(time.perf_counter() - t_start),
         "customers": a.customers, "drift": f"concept:{a.drift_day}:{a.intensity}",
-        "chosen_on_validation_world": chosen, "table": table, "rows": results,
+        "best_on_validation_world": chosen, "default_chosen_on_validation_world": default, "table": table,
+        "rows": results,
     })
 
 

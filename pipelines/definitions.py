@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets import deployment, feedback, features, ingestion, monitoring, training, validation
 from assets.deployment import promote_model, rollback_model
+from pipelines.alerting import check_alert_sensor, run_failure_alert_sensor
 from pipelines.sensors import make_drift_sensor, make_landing_sensor
 from resources import resources_for_profile
 from vigil.settings import Settings
@@ -39,7 +40,8 @@ defs = dg.Definitions(
     assets=ALL_ASSETS,
     jobs=[daily_pipeline, retraining, promote_model, rollback_model],
     schedules=[daily_schedule],
-    sensors=[make_drift_sensor(retraining), make_landing_sensor(daily_pipeline, SETTINGS)],
+    sensors=[make_drift_sensor(retraining), make_landing_sensor(daily_pipeline, SETTINGS), check_alert_sensor,
+             run_failure_alert_sensor],
     resources=resources_for_profile(SETTINGS),
     executor=dg.in_process_executor,  # also for ad-hoc `dagster asset materialize` runs
 )

@@ -6,8 +6,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
-from resources import SourceResource, VigilStorage
+from resources import AlertSinks, SourceResource, VigilStorage
 from vigil import config, lake
+from vigil.alerts import Alert
 from vigil.settings import Settings
 
 LANDING_SENSOR = "landing_file_sensor"
@@ -21,7 +22,7 @@ def make_drift_sensor(retraining_job) -> dg.SensorDefinition:
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Reads each new drift_report materialization; the first drifted report of an "
                            "episode launches retraining (run_key = episode), a clean report ends the episode.")
-    def drift_retraining_sensor(context: dg.SensorEvaluationContext):
+    def drift_retraining_sensor(context: dg.SensorEvaluationContext, storage: VigilStorage, alerts: AlertSinks):
         state = json.loads(context.cursor) if context.cursor else {"after": None, "episode": None}
         result = context.instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=DRIFT_ASSET, after_storage_id=state["after"]), limit=100, ascending=True
@@ -37,6 +38,10 @@ def make_drift_sensor(retraining_job) -> dg.SensorDefinition:
                 requests.append(dg.RunRequest(run_key=f"drift-episode-{state['episode']}",
                                               tags={"vigil/trigger": "drift", "vigil/drift_share": f"{share:.3f}",
                                                     "vigil/drift_partition": str(mat.partition)}))
+                alerts.alerter(storage.paths).raise_alert(Alert(
+                    "drift_detected", state["episode"], f"drift on {mat.partition} (share {share:.2f}): retraining requested",
+                    {"partition": mat.partition, "drift_share": share, "run_key": f"drift-episode-{state['episode']}",
+                     "report": meta["report"].value if "report" in meta else None}))
             elif not drift and state["episode"] is not None:
                 context.log.info(f"drift episode {state['episode']} ended at partition {mat.partition}")
                 state["episode"] = None
@@ -98,13 +103,27 @@ def table_requests(tx_source, label_source, cursor: dict, today: date,
     return out, cursor
 
 
+LANDING_DEADLINE_HOURS = 6  # a day's file is due this many hours after the day ends (UTC)
+
+
+def missing_landing_day(days: list[date], now: datetime, settings: Settings,
+                        deadline_hours: int = LANDING_DEADLINE_HOURS) -> date | None:
+    """The day whose file is overdue at ``now``, if any: only for live data (no ``VIGIL_END_DATE``:
+    a replay has no deadline) and once some day has landed (a new install is not late)."""
+    if settings.end_date is not None or not days:
+        return None
+    due = (now - timedelta(hours=deadline_hours)).date() - timedelta(days=1)  # the last day past its deadline
+    return due if due >= settings.start_date and due not in set(days) else None
+
+
 def make_landing_sensor(daily_job, settings: Settings | None = None) -> dg.SensorDefinition:
     @dg.sensor(name=LANDING_SENSOR, job=daily_job, minimum_interval_seconds=15,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Launches the daily pipeline for each day whose landing files (transactions or "
                            "fraud reports) are new or newer than what the lake holds for that day; with a "
                            "PostgreSQL source, for each closed day whose rows are new or changed.")
-    def landing_file_sensor(context: dg.SensorEvaluationContext, storage: VigilStorage, source: SourceResource):
+    def landing_file_sensor(context: dg.SensorEvaluationContext, storage: VigilStorage, source: SourceResource,
+                            alerts: AlertSinks):
         from vigil.sources import FileSource
 
         paths = storage.paths
@@ -115,6 +134,12 @@ def make_landing_sensor(daily_job, settings: Settings | None = None) -> dg.Senso
             if not requests:
                 return dg.SensorResult(skip_reason=f"no new or changed rows in {tx.describe()}", cursor=json.dumps(cursor))
             return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
+        late = missing_landing_day(tx.days(), datetime.now(timezone.utc), settings or Settings.from_env())
+        if late is not None:
+            alerts.alerter(paths).raise_alert(Alert(
+                "landing_missing", str(late), f"no transactions file for {late} in {tx.describe()} "
+                                              f"{LANDING_DEADLINE_HOURS} h after the day ended",
+                {"day": str(late), "folder": str(tx.folder)}))
         requests = landing_requests(paths, tx, labels, settings)
         if not requests:
             return dg.SkipReason("no new or changed landing files")

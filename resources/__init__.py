@@ -125,6 +125,18 @@ def source_resource(settings: Settings) -> SourceResource:
                               encoding=settings.source_encoding)
 
 
+class AlertSinks(dg.ConfigurableResource):
+    """Where alerts go: always ``$VIGIL_HOME/alerts/alerts.jsonl``; also a webhook when
+    ``VIGIL_ALERT_WEBHOOK`` is set (a secret, passed as ``EnvVar``)."""
+
+    webhook_url: str = ""
+
+    def alerter(self, paths: config.Paths):
+        from vigil.alerts import Alerter
+
+        return Alerter(paths.root / "alerts", self.webhook_url)
+
+
 def resources_for_profile(settings: Settings | str | None = None) -> dict:
     """The resources of the settings' profile (a profile name: that profile with the other settings
     from the environment), one implementation per environment. Storage and Feast resolve an empty
@@ -138,4 +150,7 @@ def resources_for_profile(settings: Settings | str | None = None) -> dict:
                                                registry_url=dg.EnvVar("VIGIL_FEAST_REGISTRY"))
     else:
         feast = FeatureStoreResource()
-    return {"storage": VigilStorage(), "feature_store": feast, "source": source_resource(settings)}
+    import os
+
+    alerts = AlertSinks(webhook_url=dg.EnvVar("VIGIL_ALERT_WEBHOOK")) if os.environ.get("VIGIL_ALERT_WEBHOOK") else AlertSinks()
+    return {"storage": VigilStorage(), "feature_store": feast, "source": source_resource(settings), "alerts": alerts}

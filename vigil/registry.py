@@ -155,4 +155,11 @@ def rollback(paths: Paths, reason: str, actor: str | None = None) -> dict:
     before = [t["tag"] for t in promotion_log(paths) if t["tag"] != prod["tag"]]
     if not before:
         raise ValueError(f"{prod['tag']} is the only version ever in production: nothing to roll back to")
-    return promote(paths, before[-1], f"rollback from {prod['tag']}: {reason}", actor=actor)
+    entry = promote(paths, before[-1], f"rollback from {prod['tag']}: {reason}", actor=actor)
+    from vigil.alerts import Alert, alerter_for
+
+    alerter_for(paths.root).raise_alert(Alert(
+        "model_rolled_back", f"{prod['tag']}->{entry['tag']}@{entry['at']}",
+        f"production rolled back from {prod['tag']} to {entry['tag']}: {reason}",
+        {"from": prod["tag"], "to": entry["tag"], "reason": reason, "actor": entry["actor"]}))
+    return entry

@@ -41,6 +41,10 @@ def test_main_job_then_drift_sensor_retrains(tmp_path, monkeypatch):
     assert retrain and retrain["status"] == "SUCCESS", retrain
     assert retrain["run_key"].startswith("drift-episode-")
     assert retrain["model_version"] != summary["model_version"]
+    # the daemon's drift sensor told a person, once, with the runbook
+    alerts = [json.loads(x) for x in (home / "alerts" / "alerts.jsonl").read_text().splitlines()]
+    drift_alerts = [a for a in alerts if a["name"] == "drift_detected"]
+    assert len(drift_alerts) == 1 and drift_alerts[0]["runbook"] == "docs/runbooks/drift_detected.md"
 
     # The demo left its Dagster instance behind: evaluate the real sensor against it.
     for k, v in {"VIGIL_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "BENTOML_HOME": str(home / "bentoml"),
@@ -57,8 +61,8 @@ def test_main_job_then_drift_sensor_retrains(tmp_path, monkeypatch):
     # drifted report yields one run request; with the cursor it returned, nothing more.
     with dg.DagsterInstance.get() as instance:
         sensor = defs.get_sensor_def(DRIFT_SENSOR)
-        result = sensor(dg.build_sensor_context(instance=instance, cursor=None, definitions=defs))
+        result = sensor(dg.build_sensor_context(instance=instance, cursor=None, definitions=defs, resources=defs.resources))
         assert len(result.run_requests) == 1 and result.run_requests[0].run_key == retrain["run_key"]
         assert result.run_requests[0].tags["vigil/trigger"] == "drift"
-        again = sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor, definitions=defs))
+        again = sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor, definitions=defs, resources=defs.resources))
         assert not getattr(again, "run_requests", None)

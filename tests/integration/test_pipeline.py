@@ -119,3 +119,19 @@ def test_a_rejected_candidate_is_not_registered_and_the_champion_keeps_serving(p
     assert f"rejected     {rejected[-1]['tag']}" in render_status(status(paths))  # what `vigil status` prints
     r = httpx.post(f"{server}/score", json=replay_bodies(pipeline_home, 1)[0])
     assert r.status_code == 200 and r.json()["model_version"] == champion
+
+    # A person is told: the check sensor reads the failed evaluation and raises gate_failed once;
+    # the run-failure sensor stays quiet for a run a blocking check stopped.
+    import json
+
+    from pipelines.alerting import CHECK_ALERT_SENSOR
+
+    sensor = defs.get_sensor_def(CHECK_ALERT_SENSOR)
+    with dg.build_sensor_context(instance=instance, cursor=None, definitions=defs, resources=defs.resources) as ctx:
+        first = sensor(ctx)
+    with dg.build_sensor_context(instance=instance, cursor=None, definitions=defs, resources=defs.resources) as ctx:
+        sensor(ctx)  # evaluated again from scratch: the same episode is not delivered twice
+    sent = [json.loads(x) for x in (paths.root / "alerts" / "alerts.jsonl").read_text().splitlines()]
+    gate = [a for a in sent if a["name"] == "gate_failed" and a["episode"] == result.run_id]
+    assert len(gate) == 1 and gate[0]["severity"] == "warning" and gate[0]["runbook"] == "docs/runbooks/gate_failed.md"
+    assert "handbook_auc" in gate[0]["summary"] and first.cursor

@@ -92,7 +92,7 @@ def test_sensor_launches_closed_days_whose_rows_changed(home, schema, monkeypatc
     import dagster as dg
 
     from pipelines.sensors import make_landing_sensor
-    from resources import PostgresTableSource, VigilStorage
+    from resources import AlertSinks, PostgresTableSource, VigilStorage
 
     conn, name = schema
     conn.execute(f"CREATE TABLE {name}.tx (transaction_id bigint, tx_datetime timestamptz, customer_id bigint, "
@@ -105,7 +105,7 @@ def test_sensor_launches_closed_days_whose_rows_changed(home, schema, monkeypatc
                          for a, b, c, d, e in sim.transactions[TX_COLUMNS].itertuples(index=False)])
     monkeypatch.setenv("VIGIL_SOURCE_LOOKBACK_DAYS", "3000")  # the simulated days are in 2025
     sensor = make_landing_sensor(dg.define_asset_job("j"))
-    resources = {"storage": VigilStorage(home=str(home.root)),
+    resources = {"storage": VigilStorage(home=str(home.root)), "alerts": AlertSinks(),
                  "source": PostgresTableSource(dsn=DSN, transactions_table=f"{name}.tx", labels_table=f"{name}.reports")}
 
     def evaluate(cursor):

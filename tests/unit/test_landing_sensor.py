@@ -42,7 +42,7 @@ def test_a_part_added_to_a_days_folder_reruns_the_day(tmp_path):
     import dagster as dg
 
     from pipelines.sensors import make_landing_sensor
-    from resources import LandingFilesSource, VigilStorage
+    from resources import AlertSinks, LandingFilesSource, VigilStorage
 
     paths = config.paths(tmp_path)
     now = time.time()
@@ -50,7 +50,7 @@ def test_a_part_added_to_a_days_folder_reruns_the_day(tmp_path):
     touch(folder / "part-0.csv", now - 100)
     touch(paths.validated / "2025-04-05.parquet", now - 50)
     sensor = make_landing_sensor(dg.define_asset_job("j"))
-    resources = {"storage": VigilStorage(home=str(tmp_path)), "source": LandingFilesSource()}
+    resources = {"storage": VigilStorage(home=str(tmp_path)), "source": LandingFilesSource(), "alerts": AlertSinks()}
     with dg.build_sensor_context(resources=resources) as ctx:
         assert isinstance(sensor(ctx), dg.SkipReason)  # processed after its only part arrived
     touch(folder / "part-1.csv", now - 5)  # a second part arrives late
