@@ -11,20 +11,24 @@ from assets.common import DAILY, SINGLE_RUN, days_of, md_table
 from resources import VigilStorage
 from vigil import lake, plots
 from vigil.config import LABEL_MATURITY_DAYS
-from vigil.monitoring import live_performance
+from vigil.monitoring import label_maturity, live_performance
 
 
 @dg.asset(group_name="feedback", partitions_def=DAILY, backfill_policy=SINGLE_RUN,
           deps=["prediction_log_daily", "validated_labels"], kinds={"pandas"})
 def live_performance_daily(context: dg.AssetExecutionContext, storage: VigilStorage) -> dg.MaterializeResult:
-    """How the served model did on each day, with the labels known now (re-run as labels mature)."""
+    """How the served model did on each day, with the labels known now and how mature they are
+    (``label_maturity``); the label-maturity sensor re-runs a day once its label window closes."""
     paths = storage.paths
     rows = []
+    label_days = lake.available_days(paths.labels)
+    through = label_days[-1] if label_days else None
     for day in days_of(context):
         # reports for a day's transactions arrive within the maturity window: read only those days
         labels = lake.read_days(paths.labels, [day + timedelta(days=i) for i in range(LABEL_MATURITY_DAYS + 1)])
         served = lake.read_day(paths.lake / "predictions", day)
-        perf = live_performance(served if served is not None else pd.DataFrame(), labels)
+        perf = live_performance(served if served is not None else pd.DataFrame(), labels,
+                                label_maturity(day, through, LABEL_MATURITY_DAYS))
         rows.append({"day": str(day), **perf})
     table = pd.DataFrame(rows)
     history = paths.monitoring / "live"
@@ -38,7 +42,8 @@ def live_performance_daily(context: dg.AssetExecutionContext, storage: VigilStor
                                    "served days, labels known now")
         meta["live_performance"] = dg.MetadataValue.md(plots.markdown_image(png, "live performance over time"))
     last = rows[-1]
-    for k in ("live_average_precision", "live_card_precision_at_100", "reported_frauds"):
+    for k in ("live_average_precision", "live_card_precision_at_100", "reported_frauds", "label_maturity",
+              "live_precision_flagged", "fraud_amount_caught", "fraud_amount_missed"):
         if k in last:
             meta[k] = last[k]
     return dg.MaterializeResult(metadata=meta)

@@ -7,7 +7,7 @@ import dagster as dg
 from assets import deployment, feedback, features, ingestion, monitoring, training, validation
 from assets.deployment import promote_model, rollback_model
 from pipelines.alerting import check_alert_sensor, run_failure_alert_sensor
-from pipelines.sensors import make_drift_sensor, make_landing_sensor
+from pipelines.sensors import make_drift_sensor, make_landing_sensor, make_maturity_sensor
 from resources import resources_for_profile
 from vigil.settings import Settings
 
@@ -32,16 +32,24 @@ retraining = dg.define_asset_job(
     description="Point-in-time training set, model, evaluation gate, registration and promotion.",
 )
 
+live_performance = dg.define_asset_job(
+    "live_performance",
+    selection=dg.AssetSelection.assets("live_performance_daily"),
+    partitions_def=features.DAILY,
+    executor_def=dg.in_process_executor,
+    description="Live performance of served days again, once their fraud reports are complete.",
+)
+
 daily_schedule = dg.build_schedule_from_partitioned_job(
     daily_pipeline, hour_of_day=1, minute_of_hour=0, default_status=dg.DefaultScheduleStatus.RUNNING
 )
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
-    jobs=[daily_pipeline, retraining, promote_model, rollback_model],
+    jobs=[daily_pipeline, retraining, live_performance, promote_model, rollback_model],
     schedules=[daily_schedule],
-    sensors=[make_drift_sensor(retraining), make_landing_sensor(daily_pipeline, SETTINGS), check_alert_sensor,
-             run_failure_alert_sensor],
+    sensors=[make_drift_sensor(retraining), make_landing_sensor(daily_pipeline, SETTINGS),
+             make_maturity_sensor(live_performance), check_alert_sensor, run_failure_alert_sensor],
     resources=resources_for_profile(SETTINGS),
     executor=dg.in_process_executor,  # also for ad-hoc `dagster asset materialize` runs
 )

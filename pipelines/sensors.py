@@ -103,6 +103,46 @@ def table_requests(tx_source, label_source, cursor: dict, today: date,
     return out, cursor
 
 
+LABEL_MATURITY_SENSOR = "label_maturity_sensor"
+MAX_MATURITY_REQUESTS = 31  # per tick: a long backlog is worked off a month at a time
+
+
+def maturity_requests(paths: config.Paths) -> list[dg.RunRequest]:
+    """One run of ``live_performance_daily`` per served day whose label window has closed since its
+    figures were last computed (its history file says ``label_maturity`` < 1): the final figures.
+    The run key names the day, so each day is recomputed once."""
+    from vigil.config import LABEL_MATURITY_DAYS
+    from vigil.monitoring import label_maturity
+
+    label_days = lake.available_days(paths.labels)
+    if not label_days:
+        return []
+    out = []
+    for day in lake.available_days(paths.lake / "predictions"):
+        if label_maturity(day, label_days[-1], LABEL_MATURITY_DAYS) < 1:
+            continue
+        history = paths.monitoring / "live" / f"{day}.json"
+        if history.exists() and json.loads(history.read_text()).get("label_maturity", 0) >= 1:
+            continue
+        out.append(dg.RunRequest(partition_key=day.isoformat(), run_key=f"labels-mature-{day}",
+                                 tags={"vigil/trigger": "label_maturity"}))
+        if len(out) >= MAX_MATURITY_REQUESTS:
+            break
+    return out
+
+
+def make_maturity_sensor(live_job) -> dg.SensorDefinition:
+    @dg.sensor(name=LABEL_MATURITY_SENSOR, job=live_job, minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Re-runs live_performance_daily for each served day once its fraud reports are "
+                           "complete (label window closed), so live figures become final.")
+    def label_maturity_sensor(context: dg.SensorEvaluationContext, storage: VigilStorage):
+        requests = maturity_requests(storage.paths)
+        return requests or dg.SkipReason("no served day's label window closed since its last figures")
+
+    return label_maturity_sensor
+
+
 LANDING_DEADLINE_HOURS = 6  # a day's file is due this many hours after the day ends (UTC)
 
 

@@ -116,8 +116,11 @@ def output_monitoring(served: pd.DataFrame, validation_scores: np.ndarray | None
     return out
 
 
-def live_performance(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict:
-    """Metrics of served scores against the fraud reports known so far (immature labels count as 0)."""
+def live_performance(predictions: pd.DataFrame, labels: pd.DataFrame, label_maturity: float | None = None) -> dict:
+    """Metrics of served scores against the fraud reports known so far (unreported count as 0),
+    with ``label_maturity`` (the share of the day's label window that has passed: at 1.0 the
+    figures are final), precision of the flagged (review or decline) requests, and the reported
+    fraud amount caught (flagged) and missed (approved)."""
     if predictions.empty:
         return {"rows": 0}
     fraud = set(labels.loc[labels["tx_fraud"] == 1, "transaction_id"]) if len(labels) else set()
@@ -127,4 +130,23 @@ def live_performance(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict:
     out = evaluation.measures(frame, "live", remove_detected=False)
     out["reported_frauds"] = int(frame["label"].sum())
     out["decline_rate"] = float(np.mean(predictions["decision"] == "decline"))
+    flagged = (predictions["decision"] != "approve").to_numpy()
+    out["live_precision_flagged"] = float(frame["label"].to_numpy()[flagged].mean()) if flagged.any() else float("nan")
+    out["live_recall_flagged"] = (float(frame["label"].to_numpy()[flagged].sum() / out["reported_frauds"])
+                                  if out["reported_frauds"] else float("nan"))
+    if "tx_amount" in frame:
+        amount, is_fraud = frame["tx_amount"].to_numpy(dtype=float), frame["label"].to_numpy() == 1
+        out["fraud_amount_caught"] = float(amount[is_fraud & flagged].sum())
+        out["fraud_amount_missed"] = float(amount[is_fraud & ~flagged].sum())
+    if label_maturity is not None:
+        out["label_maturity"] = round(float(label_maturity), 3)
     return out
+
+
+def label_maturity(day, labels_through, maturity_days: int) -> float:
+    """The share of ``day``'s label window (``maturity_days`` after its end) covered by the reports
+    that have arrived (the label feed holds days up to ``labels_through`` inclusive)."""
+    if labels_through is None:
+        return 0.0
+    elapsed = (labels_through - day).days  # days of reports after the day itself
+    return float(min(1.0, max(0.0, elapsed / maturity_days)))
