@@ -44,7 +44,7 @@ def registered_model(context: dg.AssetExecutionContext, storage: VigilStorage, f
                             # the drift reference and the data profile travel with the model
                             extra_files=[model_dir / f for f in ("reference.parquet", data_profile.PROFILE_FILE, data_profile.IDS_FILE,
                                                                  "model_card.md", "pr_curve.png", "reliability.png",
-                                                                 "feature_importance.png")])
+                                                                 "feature_importance.png", "validation_scores.parquet")])
     info = registry.model_info(storage.paths, tag)
     context.add_output_metadata({"tag": tag, "code_version": meta["code_version"],
                                  "partitions": len(fraud_model["lineage"]["partition_hashes"]),

@@ -107,6 +107,8 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingConfig, stor
         "feature_service": FEATURE_SERVICE,
         "model_params": dict(DEFAULT_PARAMS),  # what `vigil reproduce` trains with again
         "seed": config.seed,
+        # why this run trained: the trigger and its evidence (run tags), kept in the registry entry
+        "trigger": {k.split("/", 1)[1]: v for k, v in context.run.tags.items() if k.startswith("vigil/")} or {"trigger": "manual"},
     }
     young = train["tx_datetime"] > plan.as_of - pd.Timedelta(days=7)
     context.add_output_metadata({

@@ -7,7 +7,7 @@ import dagster as dg
 from assets import deployment, feedback, features, ingestion, monitoring, training, validation
 from assets.deployment import promote_model, rollback_model
 from pipelines.alerting import check_alert_sensor, run_failure_alert_sensor
-from pipelines.sensors import make_drift_sensor, make_landing_sensor, make_maturity_sensor
+from pipelines.sensors import make_drift_sensor, make_landing_sensor, make_maturity_sensor, make_trigger_sensor
 from resources import resources_for_profile
 from vigil.settings import Settings
 
@@ -40,6 +40,12 @@ live_performance = dg.define_asset_job(
     description="Live performance of served days again, once their fraud reports are complete.",
 )
 
+weekly_retraining = dg.ScheduleDefinition(
+    name="weekly_retraining", job=retraining, cron_schedule="0 3 * * 1", execution_timezone="UTC",
+    tags={"vigil/trigger": "schedule"}, default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Retraining every Monday 03:00 UTC, whatever the monitors say: labels keep maturing.",
+)
+
 daily_schedule = dg.build_schedule_from_partitioned_job(
     daily_pipeline, hour_of_day=1, minute_of_hour=0, default_status=dg.DefaultScheduleStatus.RUNNING
 )
@@ -47,8 +53,8 @@ daily_schedule = dg.build_schedule_from_partitioned_job(
 defs = dg.Definitions(
     assets=ALL_ASSETS,
     jobs=[daily_pipeline, retraining, live_performance, promote_model, rollback_model],
-    schedules=[daily_schedule],
-    sensors=[make_drift_sensor(retraining), make_landing_sensor(daily_pipeline, SETTINGS),
+    schedules=[daily_schedule, weekly_retraining],
+    sensors=[make_drift_sensor(retraining), make_trigger_sensor(retraining), make_landing_sensor(daily_pipeline, SETTINGS),
              make_maturity_sensor(live_performance), check_alert_sensor, run_failure_alert_sensor],
     resources=resources_for_profile(SETTINGS),
     executor=dg.in_process_executor,  # also for ad-hoc `dagster asset materialize` runs

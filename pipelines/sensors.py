@@ -33,7 +33,9 @@ def make_drift_sensor(retraining_job) -> dg.SensorDefinition:
             meta = mat.metadata if mat else {}
             drift = bool(meta["dataset_drift"].value) if "dataset_drift" in meta else False
             share = float(meta["drift_share"].value) if "drift_share" in meta else 0.0
-            if drift and state["episode"] is None:
+            if drift and state["episode"] is None and _cooling_down(storage.paths):
+                context.log.info(f"drift on {mat.partition} while cooling down: no new data since the last training")
+            elif drift and state["episode"] is None:
                 state["episode"] = f"{mat.partition or 'all'}-{record.storage_id}"
                 requests.append(dg.RunRequest(run_key=f"drift-episode-{state['episode']}",
                                               tags={"vigil/trigger": "drift", "vigil/drift_share": f"{share:.3f}",
@@ -101,6 +103,57 @@ def table_requests(tx_source, label_source, cursor: dict, today: date,
                                      run_key=f"table-{day}-{hashlib.sha256(sig.encode()).hexdigest()[:16]}",
                                      tags={"vigil/trigger": "table", "vigil/fingerprint": sig}))
     return out, cursor
+
+
+TRIGGER_SENSOR = "retraining_trigger_sensor"
+
+
+def _cooling_down(paths: config.Paths) -> bool:
+    from vigil.registry_db import open_records
+    from vigil.triggers import cooling_down, last_training_day
+
+    days = lake.available_days(paths.validated)
+    return cooling_down(last_training_day([v["lineage"] for v in open_records(paths.registry).versions()]),
+                        days[-1] if days else None)
+
+
+def trigger_decision(paths: config.Paths, ap_floor: float | None = None, label_threshold: int | None = None):
+    """The retraining decision from the records, the live-performance history and the label lake."""
+    import pandas as pd
+
+    from vigil import triggers
+    from vigil.registry_db import open_records
+
+    last = triggers.last_training_day([v["lineage"] for v in open_records(paths.registry).versions()])
+    if last is None:
+        return triggers.Decision("", "", reason="no model trained yet: the first training is the retraining job's")
+    if _cooling_down(paths):
+        return triggers.Decision("", "", reason=f"cooling down: no validated day after {last}, the last training's")
+    history = [json.loads(f.read_text()) for f in sorted((paths.monitoring / "live").glob("*.json"))[-120:]]
+    decision = triggers.performance_drop(history, last, ap_floor if ap_floor is not None else triggers.DEFAULT_AP_FLOOR)
+    if decision.fire:
+        return decision
+    label_days = [d for d in lake.available_days(paths.labels) if d > last]
+    reported = lake.read_days(paths.labels, label_days, ["reported_at"])["reported_at"] if label_days else pd.Series([], dtype="datetime64[ns]")
+    return triggers.label_volume(reported, pd.Timestamp(last) + pd.Timedelta(days=1),
+                                 label_threshold if label_threshold is not None else triggers.DEFAULT_LABEL_VOLUME)
+
+
+def make_trigger_sensor(retraining_job) -> dg.SensorDefinition:
+    @dg.sensor(name=TRIGGER_SENSOR, job=retraining_job, minimum_interval_seconds=300,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Retrains when live AP with final labels falls under a floor, or when enough new "
+                           "fraud reports arrived since the last training; one run per episode, a cool-down of "
+                           "one new validated day.")
+    def retraining_trigger_sensor(context: dg.SensorEvaluationContext, storage: VigilStorage):
+        d = trigger_decision(storage.paths)
+        if not d.fire:
+            return dg.SkipReason(d.reason)
+        context.log.info(d.reason)
+        return [dg.RunRequest(run_key=f"{d.trigger}-{d.episode}",
+                              tags={"vigil/trigger": d.trigger, "vigil/evidence": json.dumps(d.evidence)[:250]})]
+
+    return retraining_trigger_sensor
 
 
 LABEL_MATURITY_SENSOR = "label_maturity_sensor"

@@ -46,6 +46,14 @@ def test_promoted_model_carries_lineage(pipeline_home):
     info = registry.model_info(paths, prod["tag"])
     lineage = info["metadata"]["lineage"]
     assert lineage["feature_service"] == "fraud_features_v3"
+    assert lineage["trigger"] == {"trigger": "manual"}  # no vigil/* run tags: launched by hand
+    assert lineage["label_rule"] == "drop" and lineage["recent_days"][1] == str(pipeline_home["last_day"])
+    # the served model trained on the days right before its recent window, after the warm-up
+    assert pd.Timestamp(lineage["train_days"][1]) == pd.Timestamp(lineage["recent_days"][0]) - pd.Timedelta(days=1)
+    from pipelines.sensors import trigger_decision
+
+    d = trigger_decision(paths)  # trained on the latest day: nothing new to learn from
+    assert not d.fire and "cooling down" in d.reason
     for day, digest in lineage["partition_hashes"].items():
         assert lake.content_hash(lake.read_day(paths.validated, pd.Timestamp(day).date())) == digest
     assert set(info["metadata"]["metrics"]) >= {"handbook_auc", "handbook_average_precision", "handbook_card_precision_at_100",
