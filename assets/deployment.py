@@ -52,11 +52,32 @@ def registered_model(context: dg.AssetExecutionContext, storage: VigilStorage, f
     return {"tag": tag}
 
 
+class DeployConfig(dg.Config):
+    """``direct``: the candidate goes to production at once (the first model always does).
+    ``rollout``: shadow, canary 5 / 25 / 50 %, production, driven by the rollout sensor with
+    ``vigil.rollout.Guardrails`` (a failed analysis beyond the limit rolls back by itself)."""
+
+    strategy: str = "direct"
+    min_requests: int = 200
+    min_seconds: float = 30.0
+
+
 @dg.asset(group_name="deployment", kinds={"bentoml"})
-def production_model(context: dg.AssetExecutionContext, storage: VigilStorage, registered_model: dict) -> dict:
-    """Promotion to production. Runs only after the blocking evaluation gate passed; logged."""
-    entry = registry.promote(storage.paths, registered_model["tag"], reason=f"evaluation gate passed in run {context.run.run_id}",
-                             actor="dagster")
+def production_model(context: dg.AssetExecutionContext, config: DeployConfig, storage: VigilStorage,
+                     registered_model: dict) -> dict:
+    """Promotion to production, or the start of its rollout. Runs only after the blocking
+    evaluation gate passed; every step is a registry transition."""
+    from vigil import rollout
+
+    if config.strategy not in ("direct", "rollout"):
+        raise dg.Failure(f"strategy must be direct or rollout; got {config.strategy!r}")
+    reason = f"evaluation gate passed in run {context.run.run_id}"
+    if config.strategy == "rollout" and registry.current(storage.paths) is not None:
+        g = rollout.Guardrails(min_requests=config.min_requests, min_seconds=config.min_seconds)
+        state = rollout.start(storage.paths, registered_model["tag"], reason, actor="dagster", guardrails=g)
+        context.add_output_metadata({"tag": state["candidate"], "rollout": "shadow", "champion": state["champion"]})
+        return {"tag": state["candidate"], "stage": "shadow", "previous": state["champion"], "at": state["started_at"]}
+    entry = registry.promote(storage.paths, registered_model["tag"], reason=reason, actor="dagster")
     context.add_output_metadata({"tag": entry["tag"], "previous": entry["previous"] or "none", "promoted_at": entry["at"]})
     return entry
 
@@ -97,3 +118,27 @@ def promote_model():
 @dg.job(description="Production back to the version that served before the current one: `vigil rollback`.")
 def rollback_model():
     rollback_production()
+
+
+class StartRolloutConfig(dg.Config):
+    version: str
+    reason: str
+    min_requests: int = 200
+    min_seconds: float = 30.0
+
+
+@dg.op
+def start_rollout_op(context: dg.OpExecutionContext, config: StartRolloutConfig, storage: VigilStorage) -> dict:
+    """`vigil rollout start` from the Dagster UI."""
+    from vigil import rollout
+
+    g = rollout.Guardrails(min_requests=config.min_requests, min_seconds=config.min_seconds)
+    state = rollout.start(storage.paths, config.version, f"{config.reason} (Dagster run {context.run.run_id})",
+                          actor=context.run.tags.get("user", "dagster"), guardrails=g)
+    context.log.info(f"{state['candidate']} in shadow beside {state['champion']}")
+    return state
+
+
+@dg.job(description="Roll a registered version out: shadow, canary 5/25/50 %, production (the rollout sensor drives it).")
+def start_rollout():
+    start_rollout_op()

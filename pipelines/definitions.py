@@ -5,9 +5,9 @@ resources for the active profile (``VIGIL_PROFILE``)."""
 import dagster as dg
 
 from assets import deployment, feedback, features, ingestion, monitoring, training, validation
-from assets.deployment import promote_model, rollback_model
+from assets.deployment import promote_model, rollback_model, start_rollout
 from pipelines.alerting import check_alert_sensor, run_failure_alert_sensor
-from pipelines.sensors import make_drift_sensor, make_landing_sensor, make_maturity_sensor, make_trigger_sensor
+from pipelines.sensors import make_drift_sensor, make_landing_sensor, make_maturity_sensor, make_trigger_sensor, rollout_sensor
 from resources import resources_for_profile
 from vigil.settings import Settings
 
@@ -52,10 +52,10 @@ daily_schedule = dg.build_schedule_from_partitioned_job(
 
 defs = dg.Definitions(
     assets=ALL_ASSETS,
-    jobs=[daily_pipeline, retraining, live_performance, promote_model, rollback_model],
+    jobs=[daily_pipeline, retraining, live_performance, promote_model, rollback_model, start_rollout],
     schedules=[daily_schedule, weekly_retraining],
     sensors=[make_drift_sensor(retraining), make_trigger_sensor(retraining), make_landing_sensor(daily_pipeline, SETTINGS),
-             make_maturity_sensor(live_performance), check_alert_sensor, run_failure_alert_sensor],
+             make_maturity_sensor(live_performance), rollout_sensor, check_alert_sensor, run_failure_alert_sensor],
     resources=resources_for_profile(SETTINGS),
     executor=dg.in_process_executor,  # also for ad-hoc `dagster asset materialize` runs
 )

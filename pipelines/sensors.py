@@ -105,6 +105,26 @@ def table_requests(tx_source, label_source, cursor: dict, today: date,
     return out, cursor
 
 
+ROLLOUT_SENSOR = "rollout_sensor"
+
+
+@dg.sensor(name=ROLLOUT_SENSOR, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Analyses the current rollout step (vigil.rollout) and advances, promotes or rolls back.")
+def rollout_sensor(context: dg.SensorEvaluationContext, storage: VigilStorage):
+    from vigil import rollout
+
+    paths = storage.paths
+    labels = None
+    if rollout.read_state(paths):  # the fraud reports of the last two weeks: shadow's AP once enough matured
+        days = lake.available_days(paths.labels)[-14:]
+        frame = lake.read_days(paths.labels, days, ["transaction_id", "tx_fraud"]) if days else None
+        labels = set(frame.loc[frame["tx_fraud"] == 1, "transaction_id"]) if frame is not None and len(frame) else None
+    result = rollout.advance(paths, labels=labels)
+    if result["action"] not in ("none", "wait"):
+        context.log.info(json.dumps(result, default=str)[:2000])
+    return dg.SkipReason(f"{result['action']}: {result.get('step', '')} {result.get('note', '')}".strip())
+
+
 TRIGGER_SENSOR = "retraining_trigger_sensor"
 
 

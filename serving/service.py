@@ -40,6 +40,7 @@ class Score(BaseModel):
     reasons: list[str]
     stale_features: list[str]
     model_version: str
+    variant: str = Field(description="champion, or candidate during a canary step (vigil.rollout)")
     latency_ms: float
 
 
@@ -102,5 +103,7 @@ class FraudScorer:
     @bentoml.api
     def model_info(self) -> dict:
         """Which model is serving, since when, and the scorer's counters."""
-        d = self.scorer.deployed
-        return {"model_version": d.tag if d else None, "promoted_at": d.promoted_at if d else None, **self.scorer.counters}
+        d, ro = self.scorer.deployed, self.scorer.rollout
+        rollout = {"candidate": ro.candidate.tag, "stage": ro.stage, "percent": ro.percent} if ro else None
+        return {"model_version": d.tag if d else None, "promoted_at": d.promoted_at if d else None,
+                "rollout": rollout, **self.scorer.counters}

@@ -96,6 +96,35 @@ def promote_cmd(a: argparse.Namespace) -> None:
     print(f"{entry['tag']} -> {entry['stage']} (was {entry['previous'] or 'none'}); the endpoint picks it up within seconds")
 
 
+def rollout_cmd(a: argparse.Namespace) -> None:
+    import json
+
+    from vigil import registry, rollout
+    from vigil.registry_db import StageError
+
+    paths = config.paths(a.home)
+    os.environ.setdefault("BENTOML_HOME", str(paths.bentoml_home))
+    try:
+        if a.action == "start":
+            if not a.version or not a.reason.strip():
+                raise ValueError("rollout start needs VERSION and --reason")
+            g = rollout.Guardrails(min_requests=a.min_requests, min_seconds=a.min_seconds)
+            st = rollout.start(paths, a.version, a.reason, guardrails=g)
+            print(f"{st['candidate']} -> shadow beside {st['champion']}; the rollout sensor (or `vigil rollout advance`) "
+                  f"moves it on after {g.min_requests} requests and {g.min_seconds:.0f} s per step")
+        elif a.action == "abort":
+            if not a.reason.strip():
+                raise ValueError("rollout abort needs --reason")
+            st = rollout.abort(paths, a.reason)
+            print(f"rollout of {st['candidate']} aborted; {st['champion']} answers everything")
+        elif a.action == "advance":
+            print(json.dumps(rollout.advance(paths), indent=1, default=str))
+        else:
+            print(json.dumps(rollout.read_state(paths), indent=1) if rollout.read_state(paths) else "no rollout in progress")
+    except (StageError, ValueError, registry.ModelNotFound) as exc:
+        raise SystemExit(f"vigil rollout {a.action}: {exc}") from exc
+
+
 def reproduce_cmd(a: argparse.Namespace) -> None:
     from vigil import registry
     from vigil.feature_repo import open_store
@@ -204,6 +233,15 @@ def main(argv: list[str] | None = None) -> None:
     rb.add_argument("--reason", required=True)
     rb.add_argument("--home")
     rb.set_defaults(fn=promote_cmd)
+
+    ro = sub.add_parser("rollout", help="roll a version out: shadow, canary 5/25/50 %, production; status, advance, abort")
+    ro.add_argument("action", choices=["start", "status", "advance", "abort"])
+    ro.add_argument("version", nargs="?", help="for start: the registered version (see vigil models)")
+    ro.add_argument("--reason", default="")
+    ro.add_argument("--min-requests", type=int, default=200, help="start: requests per step before it is judged")
+    ro.add_argument("--min-seconds", type=float, default=30.0, help="start: seconds per step before it is judged")
+    ro.add_argument("--home")
+    ro.set_defaults(fn=rollout_cmd)
 
     rp = sub.add_parser("reproduce", help="rebuild a version from its lineage; same predictions on its test week, "
                                           "or the input that changed")

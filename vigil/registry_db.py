@@ -25,7 +25,7 @@ ALLOWED = {
     None: {"candidate", "rejected"},
     "candidate": {"shadow", "canary", "production", "archived", "rejected"},
     "shadow": {"canary", "production", "archived", "rejected"},
-    "canary": {"production", "archived", "rejected"},
+    "canary": {"canary", "production", "archived", "rejected"},  # canary -> canary: the share grows
     "production": {"archived"},
     "archived": {"production", "candidate"},
     "rejected": set(),

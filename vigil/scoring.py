@@ -48,6 +48,17 @@ class Deployed:
     promoted_at: str
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """A candidate beside the champion (``vigil.rollout``): shadow (scored and logged, never
+    answers) or canary (answers for ``percent`` % of customers)."""
+
+    stage: str
+    percent: float
+    candidate: Deployed
+    log: object  # vigil.rollout.RolloutLog
+
+
 class Scorer:
     def __init__(self, paths: Paths, store=None, log_predictions: bool = True, poll_seconds: float = 2.0):
         self.paths = paths
@@ -59,13 +70,17 @@ class Scorer:
         self.deployed: Deployed | None = None
         self.poll_seconds = poll_seconds
         self._pointer_mtime = 0.0
+        self.rollout: Rollout | None = None
+        self._rollout_mtime = 0.0
         self._stop = threading.Event()
         self.counters = {**{f"stale_{v.name}": 0 for v in FEATURE_VIEWS}, "scored": 0}
         self.reload()
 
     # -- model lifecycle -------------------------------------------------------------------
     def reload(self) -> bool:
-        """Load the production model if the pointer moved; swap atomically (no request waits)."""
+        """Load the production model if the pointer moved, and the rollout's candidate if the
+        rollout moved; each swap is one assignment (no request waits, none fails)."""
+        self.reload_rollout()
         pointer = self.paths.registry / registry.POINTER
         try:
             mtime = pointer.stat().st_mtime
@@ -81,6 +96,34 @@ class Scorer:
         self._pointer_mtime = mtime
         return True
 
+    def reload_rollout(self) -> None:
+        from vigil import rollout
+
+        path = rollout.state_path(self.paths)
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            if self.rollout is not None:
+                log.info("rollout of %s ended", self.rollout.candidate.tag)
+                old, self.rollout, self._rollout_mtime = self.rollout, None, 0.0
+                old.log.close()
+            return
+        if mtime == self._rollout_mtime:
+            return
+        state = rollout.read_state(self.paths)
+        if state is None:
+            return
+        current = self.rollout
+        if current is not None and current.candidate.tag == state["candidate"]:
+            cand, rlog = current.candidate, current.log
+        else:
+            model, policy, _ = registry.load(self.paths, state["candidate"])
+            cand = Deployed(state["candidate"], model, policy, state["started_at"])
+            rlog = rollout.RolloutLog(rollout.log_folder(self.paths, state["candidate"]))
+        self.rollout = Rollout(state["stage"], float(state["percent"]), cand, rlog)
+        self._rollout_mtime = mtime
+        log.info("rollout: %s at %s %s %%", cand.tag, state["stage"], state["percent"])
+
     def watch(self) -> threading.Thread:
         def loop():
             while not self._stop.wait(self.poll_seconds):
@@ -95,6 +138,8 @@ class Scorer:
 
     def close(self) -> None:
         self._stop.set()
+        if self.rollout is not None:
+            self.rollout.log.close()
         if self.log:
             self.log.close()
 
@@ -148,10 +193,45 @@ class Scorer:
         deployed = self.deployed
         if deployed is None:
             raise ModelUnavailable("no model promoted to production yet; run the retraining job")
+        ro = self.rollout  # one read: a step that moves mid-request does not split this batch
         t0 = time.perf_counter()
         requests = [{**r, "tx_datetime": utc_naive(r["tx_datetime"])} for r in requests]
         x, stale = self.assemble(requests)
+        t1 = time.perf_counter()
         scores = deployed.model.predict(x)
+        n = len(requests)
+        model_ms = (time.perf_counter() - t1) * 1000 / n  # per row: batches of any size compare
+        answer = [deployed] * n
+        variant = ["champion"] * n
+        shadow, shadow_ms, cand_error, champion_score = None, None, [False] * n, None
+        if ro is not None:
+            from vigil.rollout import variant_of
+
+            if ro.stage == "shadow":
+                picked = np.arange(n)
+            else:
+                picked = np.array([i for i, r in enumerate(requests)
+                                   if variant_of(r["customer_id"], ro.percent, ro.candidate.tag) == "candidate"], dtype=int)
+            if len(picked):
+                t2 = time.perf_counter()
+                try:
+                    cand_scores = ro.candidate.model.predict(x[picked])
+                except Exception:  # a broken candidate never fails a request: the champion answers
+                    log.exception("candidate %s failed to score; the champion answered", ro.candidate.tag)
+                    cand_scores = None
+                shadow_ms = (time.perf_counter() - t2) * 1000 / len(picked)
+                for j, i in enumerate(picked):
+                    if ro.stage != "shadow":
+                        variant[i] = "candidate"
+                    if cand_scores is None or not np.isfinite(cand_scores[j]):
+                        cand_error[i] = True
+                    elif ro.stage == "shadow":
+                        shadow = shadow if shadow is not None else {}
+                        shadow[i] = float(cand_scores[j])
+                    else:
+                        champion_score = champion_score if champion_score is not None else {}
+                        champion_score[i] = float(scores[i])  # the same row, both models: a paired comparison
+                        scores[i], answer[i] = cand_scores[j], ro.candidate
         out, feats_list = [], []
         for i, r in enumerate(requests):
             s = float(scores[i])
@@ -160,10 +240,11 @@ class Scorer:
             out.append({
                 "transaction_id": r["transaction_id"],
                 "fraud_score": s,
-                "decision": deployed.policy.decide(s),
-                "reasons": deployed.policy.reasons(s, feats, stale[i]),
+                "decision": answer[i].policy.decide(s),
+                "reasons": answer[i].policy.reasons(s, feats, stale[i]),
                 "stale_features": stale[i],
-                "model_version": deployed.tag,
+                "model_version": answer[i].tag,
+                "variant": variant[i],
             })
         latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         for resp in out:
@@ -175,5 +256,20 @@ class Scorer:
                  "tx_datetime": r["tx_datetime"].isoformat(), "features": feats, "served_at": served_at}
                 for resp, r, feats in zip(out, requests, feats_list)
             ])
+        if ro is not None:
+            served_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+            rows = []
+            for i, (resp, r) in enumerate(zip(out, requests)):
+                row = {"served_at": served_at, "transaction_id": r["transaction_id"], "customer_id": r["customer_id"],
+                       "variant": variant[i], "fraud_score": resp["fraud_score"], "decision": resp["decision"],
+                       "model_ms": model_ms if answer[i] is deployed else shadow_ms, "candidate_error": cand_error[i]}
+                if shadow is not None and i in shadow:
+                    row.update(shadow_score=shadow[i], shadow_decision=ro.candidate.policy.decide(shadow[i]),
+                               shadow_ms=shadow_ms)
+                if champion_score is not None and i in champion_score:
+                    row.update(champion_score=champion_score[i],
+                               champion_decision=deployed.policy.decide(champion_score[i]))
+                rows.append(row)
+            ro.log.append(rows)
         self.counters["scored"] += len(requests)
         return out

@@ -61,7 +61,12 @@ def status(paths: Paths, dagster_home: Path | None = None) -> dict:
         last = json.loads(reports[-1].read_text())
         drift = {"day": reports[-1].stem, "dataset_drift": last.get("dataset_drift"), "drift_share": last.get("drift_share"),
                  "report": last.get("url") or last.get("html"), "model": last.get("model")}
-    return {"production": prod, "since": since, "versions": len(versions),
+    rollout_file = paths.registry / "rollout.json"  # vigil.rollout.STATE (read here without pandas)
+    rollout = json.loads(rollout_file.read_text()) if rollout_file.exists() else None
+    from vigil.alerts import Alerter
+
+    alerts = Alerter(paths.root / "alerts").recent(5)
+    return {"production": prod, "since": since, "versions": len(versions), "rollout": rollout, "last_alerts": alerts,
             "last_rejected": rejected[-1] if rejected else None, "last_transitions": db.transitions(limit=5),
             "last_drift": drift, "last_runs": last_runs(dagster_home)}
 
@@ -83,6 +88,13 @@ def render_status(s: dict) -> str:
     rej = s["last_rejected"]
     if rej:
         lines.append(f"rejected     {rej['tag']} at {rej['created_at']}: {rej['note']}")
+    ro = s.get("rollout")
+    if ro:
+        step = "shadow (scored and logged, the champion answers)" if ro["stage"] == "shadow" else f"canary {ro['percent']} % of customers"
+        last = ro["analyses"][-1] if ro.get("analyses") else None
+        lines.append(f"rollout      {ro['candidate']} vs {ro['champion']}: {step}, since {ro['step_started_at']}, "
+                     f"failed analyses {ro['failures']}" + (f"; last: {last['step']} {'passed' if last['passed'] else 'FAILED'}"
+                                                            if last else ""))
     lines.append(f"versions     {s['versions']} on record (vigil models lists them)")
     d = s["last_drift"]
     if d:
@@ -90,6 +102,8 @@ def render_status(s: dict) -> str:
                      f"(share {d['drift_share']:.2f}, model {d['model']})  report {d['report']}")
     else:
         lines.append("drift        no report yet")
+    for a in s.get("last_alerts") or []:
+        lines.append(f"alert        {a['at']} {a['severity'].upper()} {a['name']}: {a['summary'][:120]}  ({a['runbook']})")
     runs = s.get("last_runs")
     if runs is None:
         lines.append("runs         no local Dagster run storage (set DAGSTER_HOME)")

@@ -1,0 +1,275 @@
+"""Safe rollout of a candidate model: shadow, then canary 5 % → 25 % → 50 % of customers, then
+production; each step analysed against guardrails, a failed analysis beyond the failure limit
+sends all traffic back to the champion by itself.
+
+In the spirit of Argo Rollouts' AnalysisTemplate (success and failure conditions, a failure
+limit) and SageMaker's deployment guardrails, inside Vigil:
+
+- the state is one small JSON file (``registry/rollout.json``) written atomically; the endpoint
+  follows it as it follows the production pointer, so one process serves both models and a step
+  is a reference swap (no restart, no failed request);
+- a customer's variant is a consistent hash of ``customer_id`` salted with the candidate's tag,
+  so a card sees one model during a step and the canary share grows by adding customers;
+- every served row of a rollout goes to ``registry/rollout/<candidate>/<pid>.jsonl`` (bounded)
+  with its variant, both scores in shadow, and per-variant model time; the analysis reads it;
+- every step is a registry transition (candidate → shadow → canary (5, 25, 50 %) → production, or
+  → rejected with the failed conditions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vigil.config import Paths
+
+STATE = "rollout.json"
+STEPS = (("shadow", 0), ("canary", 5), ("canary", 25), ("canary", 50))
+MAX_LOG_BYTES = 50_000_000  # per process and candidate: a stuck rollout cannot fill the disk
+
+
+@dataclass(frozen=True)
+class Guardrails:
+    """Success needs every condition; a step is judged once it has ``min_requests`` candidate
+    rows (all rows in shadow) and ``min_seconds`` have passed."""
+
+    min_requests: int = 200
+    min_seconds: float = 30.0
+    max_error_rate: float = 0.01  # candidate predictions that failed (the champion answered instead)
+    max_p99_ratio: float = 3.0  # candidate model time p99 / champion's (plus 1 ms of slack)
+    max_decision_shift: float = 0.03  # |flagged rate of candidate - champion|
+    max_score_psi: float = 0.25  # candidate scores vs champion scores
+    min_agreement: float = 0.95  # shadow: same decision on the same request
+    max_ap_drop: float = 0.05  # shadow, once enough labels matured: AP(candidate) >= AP(champion) - this
+    min_ap_frauds: int = 20
+    failure_limit: int = 1  # failed analyses tolerated before the rollback (Argo's failureLimit)
+
+
+def variant_of(customer_id: int, percent: float, salt: str) -> str:
+    """``candidate`` for ``percent`` % of customers, the same ones for a given salt and more as it grows."""
+    bucket = int.from_bytes(hashlib.sha256(f"{salt}:{int(customer_id)}".encode()).digest()[:4], "big") % 10_000
+    return "candidate" if bucket < percent * 100 else "champion"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def state_path(paths: Paths) -> Path:
+    return paths.registry / STATE
+
+
+def read_state(paths: Paths) -> dict | None:
+    try:
+        return json.loads(state_path(paths).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _write_state(paths: Paths, state: dict | None) -> None:
+    p = state_path(paths)
+    if state is None:
+        p.unlink(missing_ok=True)
+        return
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, p)
+
+
+def log_folder(paths: Paths, candidate: str) -> Path:
+    return paths.registry / "rollout" / candidate.replace(":", "_")
+
+
+def start(paths: Paths, candidate: str, reason: str, actor: str | None = None,
+          guardrails: Guardrails | None = None) -> dict:
+    """Begin the rollout of a registered ``candidate``: it enters ``shadow`` beside the champion."""
+    from vigil import registry
+
+    if read_state(paths):
+        raise ValueError(f"a rollout is in progress ({read_state(paths)['candidate']}): finish or abort it first")
+    champion = registry.current(paths)
+    if champion is None:
+        raise ValueError("no champion in production to roll out against: promote the first model directly")
+    if champion["tag"] == candidate:
+        raise ValueError(f"{candidate} is already in production")
+    registry.model_info(paths, candidate)  # fails with ModelNotFound for an unknown tag
+    registry.records(paths).move(candidate, "shadow", f"rollout started: {reason}", registry.actor_name(actor))
+    state = {"candidate": candidate, "champion": champion["tag"], "step": 0, "stage": "shadow", "percent": 0,
+             "started_at": _now(), "step_started_at": _now(), "failures": 0, "reason": reason,
+             "guardrails": asdict(guardrails or Guardrails()), "analyses": []}
+    _write_state(paths, state)
+    return state
+
+
+def read_rows(paths: Paths, candidate: str, since: str) -> pd.DataFrame:
+    """The rollout log's rows served at or after ``since`` (ISO time)."""
+    rows = []
+    for f in sorted(log_folder(paths, candidate).glob("*.jsonl")):
+        for line in f.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:  # a torn last line
+                continue
+            if r.get("served_at", "") >= since:
+                rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def psi(a: np.ndarray, b: np.ndarray) -> float:
+    from vigil.monitoring import psi as _psi
+
+    return _psi(a, b)
+
+
+def analyse(rows: pd.DataFrame, stage: str, g: Guardrails, elapsed_s: float,
+            labels: set | None = None) -> dict:
+    """The step's verdict from its rows: ``passed`` True / False, or None while there is not yet
+    enough traffic or time to judge; every condition with its actual value and threshold."""
+    if stage == "shadow":
+        cand = rows[rows["shadow_score"].notna()] if len(rows) and "shadow_score" in rows else rows.iloc[0:0]
+        n = len(rows)
+    else:
+        cand = rows[rows["variant"] == "candidate"] if len(rows) else rows
+        n = len(cand)
+    if n < g.min_requests or elapsed_s < g.min_seconds:
+        return {"passed": None, "requests": int(n), "elapsed_s": round(elapsed_s, 1),
+                "note": f"waiting: {n}/{g.min_requests} requests, {elapsed_s:.0f}/{g.min_seconds:.0f} s"}
+    checks = []
+
+    def check(name, actual, threshold, ok):
+        checks.append({"condition": name, "actual": None if actual is None else round(float(actual), 4),
+                       "threshold": threshold, "passed": bool(ok)})
+
+    errors = int(rows.get("candidate_error", pd.Series(dtype=bool)).fillna(False).astype(bool).sum())
+    check("error_rate", errors / max(n, 1), g.max_error_rate, errors / max(n, 1) <= g.max_error_rate)
+    if stage == "shadow":
+        ok = cand[~cand.get("candidate_error", pd.Series(False, index=cand.index)).fillna(False).astype(bool)]
+        champ_scores, cand_scores = ok["fraud_score"].to_numpy(float), ok["shadow_score"].to_numpy(float)
+        champ_flag, cand_flag = (ok["decision"] != "approve").to_numpy(), (ok["shadow_decision"] != "approve").to_numpy()
+        champ_ms, cand_ms = ok["model_ms"].to_numpy(float), ok["shadow_ms"].to_numpy(float)
+        agreement = float(np.mean(ok["decision"].to_numpy() == ok["shadow_decision"].to_numpy())) if len(ok) else 0.0
+        check("agreement", agreement, g.min_agreement, agreement >= g.min_agreement)
+    else:
+        # the candidate's answers against the champion's scores of the same rows (the endpoint
+        # scores every row with the champion): paired, so the canary's customers being a different
+        # slice of traffic does not read as a shift
+        champ = rows[rows["variant"] == "champion"]
+        served = cand[~cand.get("candidate_error", pd.Series(False, index=cand.index)).fillna(False).astype(bool)]
+        if "champion_score" in served:
+            served = served[served["champion_score"].notna()]
+            champ_scores, champ_flag = served["champion_score"].to_numpy(float), (served["champion_decision"] != "approve").to_numpy()
+        else:
+            champ_scores, champ_flag = champ["fraud_score"].to_numpy(float), (champ["decision"] != "approve").to_numpy()
+        cand_scores, cand_flag = served["fraud_score"].to_numpy(float), (served["decision"] != "approve").to_numpy()
+        champ_ms, cand_ms = champ["model_ms"].to_numpy(float), served["model_ms"].to_numpy(float)
+    if len(champ_ms) and len(cand_ms):
+        c99, k99 = float(np.percentile(champ_ms, 99)), float(np.percentile(cand_ms, 99))
+        limit = g.max_p99_ratio * c99 + 1.0
+        check("model_p99_ms", k99, round(limit, 3), k99 <= limit)
+    if len(champ_flag) and len(cand_flag):
+        shift = abs(float(cand_flag.mean()) - float(champ_flag.mean()))
+        check("decision_rate_shift", shift, g.max_decision_shift, shift <= g.max_decision_shift)
+    if len(champ_scores) and len(cand_scores):
+        p = psi(champ_scores, cand_scores)
+        check("score_psi", p, g.max_score_psi, p <= g.max_score_psi)
+    if stage == "shadow" and labels and len(cand):
+        from sklearn.metrics import average_precision_score
+
+        y = cand["transaction_id"].isin(labels).to_numpy()
+        if y.sum() >= g.min_ap_frauds and y.sum() < len(y):
+            drop = float(average_precision_score(y, cand["fraud_score"]) - average_precision_score(y, cand["shadow_score"]))
+            check("ap_drop_vs_champion", drop, g.max_ap_drop, drop <= g.max_ap_drop)
+    return {"passed": all(c["passed"] for c in checks), "requests": int(n), "elapsed_s": round(elapsed_s, 1),
+            "checks": checks}
+
+
+def advance(paths: Paths, now: datetime | None = None, labels: set | None = None, actor: str = "rollout") -> dict:
+    """One analysis of the current step and what follows from it: ``wait``, ``retry`` (failed,
+    within the limit: the step starts again), ``advanced`` (next step), ``promoted`` (production),
+    ``rolled_back`` (the candidate is rejected, all traffic to the champion), or ``none``."""
+    from vigil import registry
+
+    state = read_state(paths)
+    if state is None:
+        return {"action": "none"}
+    now = now or datetime.now(timezone.utc)
+    g = Guardrails(**state["guardrails"])
+    elapsed = (now - datetime.fromisoformat(state["step_started_at"])).total_seconds()
+    rows = read_rows(paths, state["candidate"], state["step_started_at"])
+    verdict = analyse(rows, state["stage"], g, elapsed, labels)
+    step_name = f"{state['stage']} {state['percent']} %" if state["stage"] == "canary" else "shadow"
+    if verdict["passed"] is None:
+        return {"action": "wait", "step": step_name, **verdict}
+    state["analyses"] = (state["analyses"] + [{"step": step_name, "at": _now(), **verdict}])[-20:]
+    db, cand = registry.records(paths), state["candidate"]
+    summary = ", ".join(f"{c['condition']} {c['actual']} ({'ok' if c['passed'] else 'FAILED'}, {c['threshold']})"
+                        for c in verdict["checks"])
+    if not verdict["passed"]:
+        state["failures"] += 1
+        if state["failures"] > g.failure_limit:
+            failed = [c["condition"] for c in verdict["checks"] if not c["passed"]]
+            db.move(cand, "rejected", f"rollout rolled back at {step_name}: {', '.join(failed)} failed ({summary})", actor)
+            _write_state(paths, None)
+            from vigil.alerts import Alert, alerter_for
+
+            alerter_for(paths.root).raise_alert(Alert(
+                "model_rolled_back", f"rollout:{cand}", f"rollout of {cand} rolled back at {step_name}: "
+                                                         f"{', '.join(failed)} failed; {state['champion']} serves all traffic",
+                {"candidate": cand, "champion": state["champion"], "step": step_name, "checks": verdict["checks"]}))
+            return {"action": "rolled_back", "step": step_name, **verdict}
+        state["step_started_at"] = _now()
+        _write_state(paths, state)
+        return {"action": "retry", "step": step_name, "failures": state["failures"], **verdict}
+    nxt = state["step"] + 1
+    if nxt == len(STEPS):
+        registry.promote(paths, cand, f"rollout complete: every step passed (last: {step_name}: {summary})", actor=actor)
+        _write_state(paths, None)
+        return {"action": "promoted", "step": step_name, **verdict}
+    stage, percent = STEPS[nxt]
+    db.move(cand, stage, f"{step_name} passed ({summary}); canary {percent} %", actor)
+    state.update(step=nxt, stage=stage, percent=percent, step_started_at=_now(), failures=0)
+    _write_state(paths, state)
+    return {"action": "advanced", "step": f"{stage} {percent} %", "passed_step": step_name, **verdict}
+
+
+def abort(paths: Paths, reason: str, actor: str | None = None) -> dict:
+    """Stop the rollout by hand: the candidate is rejected, the champion answers everything."""
+    from vigil import registry
+
+    state = read_state(paths)
+    if state is None:
+        raise ValueError("no rollout in progress")
+    registry.records(paths).move(state["candidate"], "rejected", f"rollout aborted: {reason}", registry.actor_name(actor))
+    _write_state(paths, None)
+    return state
+
+
+@dataclass
+class RolloutLog:
+    """Append-only rows of one process during a rollout (one ``write`` per batch, bounded)."""
+
+    folder: Path
+    written: int = 0
+    fd: int | None = field(default=None, repr=False)
+
+    def append(self, rows: list[dict]) -> None:
+        if self.written > MAX_LOG_BYTES or not rows:
+            return
+        if self.fd is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.folder / f"{os.getpid()}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        data = "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in rows).encode()
+        os.write(self.fd, data)
+        self.written += len(data)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
