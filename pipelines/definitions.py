@@ -42,7 +42,7 @@ live_performance = dg.define_asset_job(
 
 weekly_retraining = dg.ScheduleDefinition(
     name="weekly_retraining", job=retraining, cron_schedule="0 3 * * 1", execution_timezone="UTC",
-    tags={"vigil/trigger": "schedule"}, default_status=dg.DefaultScheduleStatus.RUNNING,
+    tags={"vigil/trigger": "schedule"}, run_config=SETTINGS.deploy_config(), default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Retraining every Monday 03:00 UTC, whatever the monitors say: labels keep maturing.",
 )
 

@@ -38,6 +38,7 @@ def make_drift_sensor(retraining_job) -> dg.SensorDefinition:
             elif drift and state["episode"] is None:
                 state["episode"] = f"{mat.partition or 'all'}-{record.storage_id}"
                 requests.append(dg.RunRequest(run_key=f"drift-episode-{state['episode']}",
+                                              run_config=Settings.from_env().deploy_config(),
                                               tags={"vigil/trigger": "drift", "vigil/drift_share": f"{share:.3f}",
                                                     "vigil/drift_partition": str(mat.partition)}))
                 alerts.alerter(storage.paths).raise_alert(Alert(
@@ -170,7 +171,7 @@ def make_trigger_sensor(retraining_job) -> dg.SensorDefinition:
         if not d.fire:
             return dg.SkipReason(d.reason)
         context.log.info(d.reason)
-        return [dg.RunRequest(run_key=f"{d.trigger}-{d.episode}",
+        return [dg.RunRequest(run_key=f"{d.trigger}-{d.episode}", run_config=Settings.from_env().deploy_config(),
                               tags={"vigil/trigger": d.trigger, "vigil/evidence": json.dumps(d.evidence)[:250]})]
 
     return retraining_trigger_sensor
@@ -190,13 +191,19 @@ def maturity_requests(paths: config.Paths) -> list[dg.RunRequest]:
     label_days = lake.available_days(paths.labels)
     if not label_days:
         return []
+    import pyarrow.parquet as pq
+
     out = []
     for day in lake.available_days(paths.lake / "predictions"):
         if label_maturity(day, label_days[-1], LABEL_MATURITY_DAYS) < 1:
             continue
         history = paths.monitoring / "live" / f"{day}.json"
-        if history.exists() and json.loads(history.read_text()).get("label_maturity", 0) >= 1:
-            continue
+        if history.exists():
+            done = json.loads(history.read_text())
+            if done.get("label_maturity", 0) >= 1 or done.get("rows", 1) == 0:
+                continue
+        if pq.read_metadata(lake.day_file(paths.lake / "predictions", day)).num_rows == 0:
+            continue  # a day nobody was served: no figures to finish
         out.append(dg.RunRequest(partition_key=day.isoformat(), run_key=f"labels-mature-{day}",
                                  tags={"vigil/trigger": "label_maturity"}))
         if len(out) >= MAX_MATURITY_REQUESTS:

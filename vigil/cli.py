@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--dagster-port", type=int, default=3000)
     d.add_argument("--serving-port", type=int, default=3001)
     d.add_argument("--concurrency", type=int, default=4, help="parallel HTTP clients for the replay")
+    d.add_argument("--rollout-seconds", type=float, default=150,
+                   help="after a retraining, the next day's traffic is replayed over this long while it rolls out")
     d.add_argument("--wait-run", type=int, default=300,
                    help="seconds to wait for the landing sensor's run of the replayed day")
     d.add_argument("--wait-retrain", type=int, default=300,

@@ -126,10 +126,15 @@ def demo(a: argparse.Namespace) -> dict:
     from vigil.simulator import TX_COLUMNS, simulate, write_landing
 
     t0 = time.perf_counter()
-    say(f"simulating {a.days + 1} days: {a.customers} customers, {a.terminals} terminals (seed {a.seed})")
-    sim = simulate(a.customers, a.terminals, a.days + 1, start_day, a.seed, parse_drift(a.drift))
+    say(f"simulating {a.days + 2} days: {a.customers} customers, {a.terminals} terminals (seed {a.seed}); "
+        f"the last two are live traffic")
+    sim = simulate(a.customers, a.terminals, a.days + 2, start_day, a.seed, parse_drift(a.drift))  # + a rollout day
     write_landing(sim, paths.landing, days=range(a.days))  # the replayed day's file arrives after its traffic
     last, replay_day = sim.day(a.days - 1), sim.day(a.days)
+    # rollout steps sized to the replayed traffic: the 5 % canary is judged within a quarter of it
+    daily = int((sim.transactions["tx_datetime"].dt.date == replay_day).sum())
+    env["VIGIL_ROLLOUT_MIN_REQUESTS"] = str(max(10, min(200, int(daily * 0.05 / 4))))
+    env["VIGIL_ROLLOUT_MIN_SECONDS"] = "5"
     say(f"  {len(sim.transactions):,} transactions, fraud rate {sim.transactions['tx_fraud'].mean():.2%}, landing files in {paths.landing}")
     step("simulate", t0)
 
@@ -200,6 +205,7 @@ def demo(a: argparse.Namespace) -> dict:
         #    (ingestion, features, prediction log, Evidently drift report), unattended
         t0 = time.perf_counter()
         write_landing(sim, paths.landing, days=range(a.days, a.days + 1), labels=False)
+        t_file = time.perf_counter()
         say(f"{replay_day}'s transaction file delivered to the landing zone; waiting for the landing sensor's run")
         daily = wait_for_run(dagster_url, {"vigil/trigger": "landing", "dagster/partition": str(replay_day)}, a.wait_run)
         if daily["status"] != "SUCCESS":
@@ -213,10 +219,14 @@ def demo(a: argparse.Namespace) -> dict:
             say(f"drift detected (share {drift['drift_share']:.2f}): waiting for the drift sensor's retraining run "
                 f"(Dagster daemon, up to {a.wait_retrain}s)")
             retraining = wait_for_run(dagster_url, {"vigil/trigger": "drift"}, a.wait_retrain)
-            if retraining and retraining["status"] == "SUCCESS":
-                retraining["model_version"] = registry.current(paths)["tag"]
             say(f"  retraining run: {retraining}")
             step("sensor_retraining", t0)
+            if retraining and retraining["status"] == "SUCCESS":
+                t0 = time.perf_counter()
+                loop = roll_out(paths, serving_url, sim, a, t_file)
+                retraining["model_version"] = loop.get("candidate") or registry.current(paths)["tag"]
+                retraining["rollout"] = loop
+                step("rollout", t0)
 
         summary = {
             "model_version": prod["tag"],
@@ -231,6 +241,7 @@ def demo(a: argparse.Namespace) -> dict:
             "drift_share": drift.get("drift_share"),
             "drift_report": drift.get("url") or drift.get("html"),
             "retraining": retraining,
+            "loop": loop_summary(a, sim, replay_day, drift, retraining),
             "urls": {"dagster": dagster_url, "serving": serving_url, "score": f"{serving_url}/score", "metrics": f"{serving_url}/metrics",
                      "reports": reports_url},
             "vigil_home": str(home),
@@ -252,6 +263,98 @@ def demo(a: argparse.Namespace) -> dict:
     finally:
         for p in procs:
             stop(p)
+
+
+def roll_out(paths, serving_url: str, sim, a, t_file: float) -> dict:
+    """The retrained model's rollout, watched while the next day's traffic arrives: the rollout
+    sensor (Dagster daemon) moves it through shadow and the canary steps; the summary keeps every
+    step's verdict, the old and new model's AP on the shadow's requests (the simulator's ground
+    truth, which only a replay knows), and the wall time from the drifted day's file to the new
+    model answering every request."""
+    import threading
+
+    from vigil import registry, rollout
+    from vigil.replay import replay, to_requests
+    from vigil.simulator import TX_COLUMNS
+
+    state = rollout.read_state(paths)
+    if state is None:
+        prod = registry.current(paths)["tag"]
+        return {"candidate": None, "result": "direct", "note": f"no rollout in progress; {prod} serves"}
+    cand = state["candidate"]
+    day = sim.day(a.days + 1)
+    tx = sim.transactions
+    bodies = to_requests(tx.loc[tx["tx_datetime"].dt.date == day, TX_COLUMNS])
+    rate = max(5.0, len(bodies) / a.rollout_seconds)
+    say(f"rolling {cand} out beside {state['champion']}: {day}'s {len(bodies):,} requests at {rate:.0f}/s while the "
+        f"rollout sensor judges each step")
+    done, stats = threading.Event(), {}
+    sender = threading.Thread(target=lambda: stats.update(r=replay(serving_url, bodies, a.concurrency, rate, stop=done)),
+                              daemon=True)
+    sender.start()
+    result, promoted_s, seen = "in progress", None, None
+    while sender.is_alive():
+        time.sleep(2)
+        st = rollout.read_state(paths)
+        if st is not None and (st["stage"], st["percent"]) != seen:
+            seen = (st["stage"], st["percent"])
+            say(f"  rollout step: {st['stage']}{'' if st['stage'] == 'shadow' else ' ' + str(st['percent']) + ' %'}")
+        if st is None:
+            stage = registry.records(paths).version(cand)["stage"]
+            result = "promoted" if stage == "production" else "rolled back" if stage == "rejected" else stage
+            promoted_s = round(time.perf_counter() - t_file, 1) if result == "promoted" else None
+            time.sleep(3)  # the endpoint follows the pointer within 2 s: the last requests show it
+            done.set()
+    sender.join()
+    say(f"  rollout {result}" + (f": {cand} answers every request, {promoted_s} s after the drifted day's file"
+                                 if promoted_s else ""))
+    moves = [{"to": t["to_stage"], "at": t["at"], "reason": t["reason"][:300]} for t in registry.records(paths).transitions(cand)]
+    out = {"candidate": cand, "champion": state["champion"], "result": result, "steps": moves,
+           "file_to_full_traffic_s": promoted_s, "requests": stats["r"].summary() if "r" in stats else None}
+    paired = paired_scores(rollout.read_rows(paths, cand, ""))
+    truth = paired["transaction_id"].isin(set(tx.loc[tx["tx_fraud"] == 1, "transaction_id"])) if len(paired) else None
+    if truth is not None and 0 < truth.sum() < len(truth):
+        from sklearn.metrics import average_precision_score
+
+        out["post_drift_ap_truth"] = {
+            "protocol": "requests of the rollout day scored by both models (shadow, and the canary's candidate "
+                        "requests), every row, the simulator's ground truth",
+            "rows": int(len(paired)), "frauds": int(truth.sum()),
+            "old_model": round(float(average_precision_score(truth, paired["old"])), 4),
+            "new_model": round(float(average_precision_score(truth, paired["new"])), 4)}
+    return out
+
+
+def loop_summary(a, sim, replay_day, drift: dict, retraining: dict | None) -> dict | None:
+    """The closed loop in figures: drift onset and detection, the retraining run, the rollout and
+    its verdicts, old vs new model on post-drift traffic, wall time from the drifted day's file
+    to the new model answering every request."""
+    if not a.drift:
+        return None
+    onset = min((sim.day(d.day) for d in parse_drift(a.drift)), default=None)
+    ro = (retraining or {}).get("rollout") or {}
+    return {"drift_onset_day": str(onset) if onset else None,
+            "detection_day": str(replay_day) if drift.get("dataset_drift") else None,
+            "retraining_run": (retraining or {}).get("run_id"), "retraining_status": (retraining or {}).get("status"),
+            "rollout_result": ro.get("result"), "rollout_steps": ro.get("steps"),
+            "post_drift_ap_truth": ro.get("post_drift_ap_truth"),
+            "file_to_full_traffic_s": ro.get("file_to_full_traffic_s")}
+
+
+def paired_scores(rows):
+    """Rows of a rollout log scored by both models: ``old`` (champion) and ``new`` (candidate)."""
+    import pandas as pd
+
+    parts = []
+    if len(rows) and "shadow_score" in rows:
+        sh = rows[rows["shadow_score"].notna()]
+        parts.append(pd.DataFrame({"transaction_id": sh["transaction_id"], "old": sh["fraud_score"], "new": sh["shadow_score"]}))
+    if len(rows) and "champion_score" in rows:
+        ca = rows[rows["champion_score"].notna()]
+        parts.append(pd.DataFrame({"transaction_id": ca["transaction_id"], "old": ca["champion_score"], "new": ca["fraud_score"]}))
+    if not parts:
+        return pd.DataFrame(columns=["transaction_id", "old", "new"])
+    return pd.concat(parts, ignore_index=True).drop_duplicates("transaction_id")
 
 
 RUNS_QUERY = """query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {
@@ -292,7 +395,17 @@ def _retraining_line(s: dict) -> str:
         return "not needed: no drift" if not s["drift_detected"] else "not waited for (--wait-retrain 0)"
     if not isinstance(r, dict) or "status" not in r:
         return "no run within the wait"
-    new = f", now serving {r['model_version']}" if r.get("model_version") else ""
+    ro = r.get("rollout") or {}
+    if ro.get("result") == "promoted":
+        new = f"; {r['model_version']} rolled out (shadow, canary 5/25/50 %) and serves all traffic " \
+              f"{ro['file_to_full_traffic_s']} s after the drifted day's file"
+    elif ro.get("result") in ("rolled back", "in progress"):
+        new = f"; rollout of {r['model_version']} {ro['result']}"
+    else:
+        new = f", now serving {r['model_version']}" if r.get("model_version") else ""
+    ap = ro.get("post_drift_ap_truth")
+    if ap:
+        new += f"; post-drift AP (ground truth, {ap['rows']} requests) old {ap['old_model']:.3f} -> new {ap['new_model']:.3f}"
     return f"run {str(r.get('run_id', '?'))[:8]} {r['status'].lower()}{new}"
 
 

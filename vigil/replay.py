@@ -49,8 +49,10 @@ def to_requests(frame: pd.DataFrame) -> list[dict]:
     return out
 
 
-def replay(url: str, bodies: list[dict], concurrency: int = 4, rate: float | None = None, progress=None) -> ReplayStats:
-    """POST each body to ``{url}/score``; ``rate`` (requests/s) paces the sends, None = as fast as possible."""
+def replay(url: str, bodies: list[dict], concurrency: int = 4, rate: float | None = None, progress=None,
+           stop: threading.Event | None = None) -> ReplayStats:
+    """POST each body to ``{url}/score``; ``rate`` (requests/s) paces the sends, None = as fast as
+    possible; once ``stop`` is set the remaining bodies are not sent."""
     import httpx
 
     stats = ReplayStats()
@@ -60,10 +62,12 @@ def replay(url: str, bodies: list[dict], concurrency: int = 4, rate: float | Non
 
     def send(i_body):
         i, body = i_body
+        if stop is not None and stop.is_set():
+            return
         if rate:
             delay = t_start + i / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
+            if delay > 0 and (stop.wait(delay) if stop is not None else time.sleep(delay)):
+                return
         client = getattr(local, "client", None)
         if client is None:
             client = local.client = httpx.Client(base_url=url, timeout=10)

@@ -48,6 +48,9 @@ class Settings:
     source_labels_table: str = "fraud_reports"  # VIGIL_SOURCE_LABELS_TABLE
     source_lookback_days: int = 40  # VIGIL_SOURCE_LOOKBACK_DAYS: late table rows noticed this far back
     reports_url: str = "http://127.0.0.1:3002"  # VIGIL_REPORTS_URL: where `vigil reports` serves the HTML reports
+    retrain_strategy: str = "rollout"  # VIGIL_RETRAIN_STRATEGY: how a triggered retraining deploys (rollout, direct)
+    rollout_min_requests: int = 200  # VIGIL_ROLLOUT_MIN_REQUESTS: candidate requests before a rollout step is judged
+    rollout_min_seconds: int = 30  # VIGIL_ROLLOUT_MIN_SECONDS: seconds before a rollout step is judged
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -78,6 +81,13 @@ class Settings:
         if not lookback.isdigit() or not 1 <= int(lookback) <= 3660:
             raise SettingsError(f"VIGIL_SOURCE_LOOKBACK_DAYS must be a whole number of days from 1 to 3660; got {lookback!r}")
         feast_config = get("VIGIL_FEAST_CONFIG", "")
+
+        def whole(name: str, default: str, low: int, high: int) -> int:
+            v = get(name, default)
+            if not v.isdigit() or not low <= int(v) <= high:
+                raise SettingsError(f"{name} must be a whole number from {low} to {high}; got {v!r}")
+            return int(v)
+
         return cls(
             home=Path(get("VIGIL_HOME", ".vigil")).resolve(),
             start_date=start,
@@ -93,7 +103,16 @@ class Settings:
             source_labels_table=get("VIGIL_SOURCE_LABELS_TABLE", "fraud_reports"),
             source_lookback_days=int(lookback),
             reports_url=_url("VIGIL_REPORTS_URL", get("VIGIL_REPORTS_URL", "http://127.0.0.1:3002")),
+            retrain_strategy=choice("VIGIL_RETRAIN_STRATEGY", "rollout", ("rollout", "direct")),
+            rollout_min_requests=whole("VIGIL_ROLLOUT_MIN_REQUESTS", "200", 1, 1_000_000),
+            rollout_min_seconds=whole("VIGIL_ROLLOUT_MIN_SECONDS", "30", 0, 86_400),
         )
+
+    def deploy_config(self) -> dict:
+        """Run config of the retraining job's deployment step for a triggered run."""
+        return {"ops": {"production_model": {"config": {"strategy": self.retrain_strategy,
+                                                        "min_requests": self.rollout_min_requests,
+                                                        "min_seconds": float(self.rollout_min_seconds)}}}}
 
     def as_env(self) -> dict[str, str]:
         """The settings as ``VIGIL_*`` variables, for a child process (an endpoint, a Dagster run)."""

@@ -61,6 +61,16 @@ class Load:
             t.join(10)
 
 
+def _serving(url: str, tag: str, timeout_s: float = 20) -> None:
+    """Wait until the endpoint answers with ``tag`` (it follows the pointer within 2 s)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if httpx.post(f"{url}/model_info", json={}, timeout=5).json().get("model_version") == tag:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the endpoint did not switch to {tag}")
+
+
 def _drive(paths, until: set, timeout_s: float = 180) -> list[dict]:
     steps, deadline = [], time.time() + timeout_s
     while time.time() < deadline:
@@ -76,6 +86,7 @@ def _drive(paths, until: set, timeout_s: float = 180) -> list[dict]:
 def test_a_candidate_rolls_out_step_by_step_under_load_without_a_failed_request(server, pipeline_home):
     paths = pipeline_home["paths"]
     champion = registry.current(paths)["tag"]
+    _serving(server, champion)  # an earlier test's promotion may still be on its way
     candidate = _candidate(paths, champion, invert=False, seed=1)
     bodies = replay_bodies(pipeline_home)
     rollout.start(paths, candidate, "rollout test", guardrails=rollout.Guardrails(min_requests=40, min_seconds=0,
@@ -107,6 +118,7 @@ def test_a_candidate_rolls_out_step_by_step_under_load_without_a_failed_request(
 def test_a_bad_candidate_is_rolled_back_by_the_analysis(server, pipeline_home):
     paths = pipeline_home["paths"]
     champion = registry.current(paths)["tag"]
+    _serving(server, champion)
     bad = _candidate(paths, champion, invert=True, seed=2)
     rollout.start(paths, bad, "bad candidate test", guardrails=rollout.Guardrails(min_requests=40, min_seconds=0))
     try:

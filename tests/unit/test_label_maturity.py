@@ -45,3 +45,5 @@ def test_the_maturity_sensor_requests_each_closed_day_once(tmp_path):
     assert maturity_requests(paths) == []  # its final figures are in
     (history / "2025-06-01.json").write_text(json.dumps({"label_maturity": 0.43}))
     assert len(maturity_requests(paths)) == 1  # computed before its labels were complete: again
+    lake.write_day(paths.lake / "predictions", date(2025, 5, 20), day.iloc[0:0])
+    assert [r.partition_key for r in maturity_requests(paths)] == ["2025-06-01"]  # nobody served on 05-20
