@@ -311,7 +311,7 @@ def roll_out(paths, serving_url: str, sim, a, t_file: float) -> dict:
     moves = [{"to": t["to_stage"], "at": t["at"], "reason": t["reason"][:300]} for t in registry.records(paths).transitions(cand)]
     out = {"candidate": cand, "champion": state["champion"], "result": result, "steps": moves,
            "file_to_full_traffic_s": promoted_s, "requests": stats["r"].summary() if "r" in stats else None}
-    paired = paired_scores(rollout.read_rows(paths, cand, ""))
+    paired = rollout.paired(rollout.read_rows(paths, cand, "")).drop_duplicates("transaction_id")
     truth = paired["transaction_id"].isin(set(tx.loc[tx["tx_fraud"] == 1, "transaction_id"])) if len(paired) else None
     if truth is not None and 0 < truth.sum() < len(truth):
         from sklearn.metrics import average_precision_score
@@ -339,22 +339,6 @@ def loop_summary(a, sim, replay_day, drift: dict, retraining: dict | None) -> di
             "rollout_result": ro.get("result"), "rollout_steps": ro.get("steps"),
             "post_drift_ap_truth": ro.get("post_drift_ap_truth"),
             "file_to_full_traffic_s": ro.get("file_to_full_traffic_s")}
-
-
-def paired_scores(rows):
-    """Rows of a rollout log scored by both models: ``old`` (champion) and ``new`` (candidate)."""
-    import pandas as pd
-
-    parts = []
-    if len(rows) and "shadow_score" in rows:
-        sh = rows[rows["shadow_score"].notna()]
-        parts.append(pd.DataFrame({"transaction_id": sh["transaction_id"], "old": sh["fraud_score"], "new": sh["shadow_score"]}))
-    if len(rows) and "champion_score" in rows:
-        ca = rows[rows["champion_score"].notna()]
-        parts.append(pd.DataFrame({"transaction_id": ca["transaction_id"], "old": ca["champion_score"], "new": ca["fraud_score"]}))
-    if not parts:
-        return pd.DataFrame(columns=["transaction_id", "old", "new"])
-    return pd.concat(parts, ignore_index=True).drop_duplicates("transaction_id")
 
 
 RUNS_QUERY = """query($tags: [ExecutionTag!]) { runsOrError(filter: {tags: $tags}) {

@@ -45,7 +45,8 @@ class Guardrails:
     max_error_rate: float = 0.01  # candidate predictions that failed (the champion answered instead)
     max_p99_ratio: float = 3.0  # candidate model time p99 / champion's (plus 1 ms of slack)
     max_decision_shift: float = 0.03  # |flagged rate of candidate - champion|
-    max_score_psi: float = 0.25  # candidate scores vs champion scores
+    max_score_psi: float = 1.0  # candidate vs champion scores of the same requests (see the README: a model
+    # retrained after a drift differed by 0.13-0.60 from its champion, one trained on inverted labels by > 2)
     min_agreement: float = 0.95  # shadow: same decision on the same request
     max_ap_drop: float = 0.05  # shadow, once enough labels matured: AP(candidate) >= AP(champion) - this
     min_ap_frauds: int = 20
@@ -128,16 +129,36 @@ def psi(a: np.ndarray, b: np.ndarray) -> float:
     return _psi(a, b)
 
 
+def paired(rows: pd.DataFrame) -> pd.DataFrame:
+    """Requests both models scored: shadow rows (the champion answered, the candidate was logged)
+    and the canary's candidate rows (the endpoint scores every request with the champion too).
+    Columns: transaction_id, old, new (scores), old_decision, new_decision."""
+    cols = ["transaction_id", "old", "new", "old_decision", "new_decision"]
+    parts = []
+    if len(rows) and "shadow_score" in rows:
+        sh = rows[rows["shadow_score"].notna()]
+        parts.append(pd.DataFrame({"transaction_id": sh["transaction_id"], "old": sh["fraud_score"], "new": sh["shadow_score"],
+                                   "old_decision": sh["decision"], "new_decision": sh["shadow_decision"]}))
+    if len(rows) and "champion_score" in rows:
+        ca = rows[rows["champion_score"].notna()]
+        parts.append(pd.DataFrame({"transaction_id": ca["transaction_id"], "old": ca["champion_score"], "new": ca["fraud_score"],
+                                   "old_decision": ca["champion_decision"], "new_decision": ca["decision"]}))
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    return pd.concat(parts, ignore_index=True)[cols]
+
+
 def analyse(rows: pd.DataFrame, stage: str, g: Guardrails, elapsed_s: float,
-            labels: set | None = None) -> dict:
-    """The step's verdict from its rows: ``passed`` True / False, or None while there is not yet
-    enough traffic or time to judge; every condition with its actual value and threshold."""
-    if stage == "shadow":
-        cand = rows[rows["shadow_score"].notna()] if len(rows) and "shadow_score" in rows else rows.iloc[0:0]
-        n = len(rows)
-    else:
-        cand = rows[rows["variant"] == "candidate"] if len(rows) else rows
-        n = len(cand)
+            labels: set | None = None, since_start: pd.DataFrame | None = None) -> dict:
+    """The step's verdict: ``passed`` True / False, or None while there is not yet enough traffic
+    or time to judge; every condition with its actual value and threshold.
+
+    Operational conditions (errors, model time) are judged on the step's own ``rows``; the
+    comparisons with the champion (score PSI, decision-rate shift, agreement, AP) on every request
+    both models scored since the rollout began (``since_start``, default ``rows``), so a 5 %
+    canary step of a small deployment is not judged on a dozen rows."""
+    cand = rows[rows["variant"] == "candidate"] if len(rows) and stage != "shadow" else rows
+    n = len(cand)
     if n < g.min_requests or elapsed_s < g.min_seconds:
         return {"passed": None, "requests": int(n), "elapsed_s": round(elapsed_s, 1),
                 "note": f"waiting: {n}/{g.min_requests} requests, {elapsed_s:.0f}/{g.min_seconds:.0f} s"}
@@ -147,47 +168,37 @@ def analyse(rows: pd.DataFrame, stage: str, g: Guardrails, elapsed_s: float,
         checks.append({"condition": name, "actual": None if actual is None else round(float(actual), 4),
                        "threshold": threshold, "passed": bool(ok)})
 
-    errors = int(rows.get("candidate_error", pd.Series(dtype=bool)).fillna(False).astype(bool).sum())
+    err = rows["candidate_error"].fillna(False).astype(bool) if "candidate_error" in rows else pd.Series(False, index=rows.index)
+    errors = int(err.sum())
     check("error_rate", errors / max(n, 1), g.max_error_rate, errors / max(n, 1) <= g.max_error_rate)
+    ok = rows[~err]
     if stage == "shadow":
-        ok = cand[~cand.get("candidate_error", pd.Series(False, index=cand.index)).fillna(False).astype(bool)]
-        champ_scores, cand_scores = ok["fraud_score"].to_numpy(float), ok["shadow_score"].to_numpy(float)
-        champ_flag, cand_flag = (ok["decision"] != "approve").to_numpy(), (ok["shadow_decision"] != "approve").to_numpy()
-        champ_ms, cand_ms = ok["model_ms"].to_numpy(float), ok["shadow_ms"].to_numpy(float)
-        agreement = float(np.mean(ok["decision"].to_numpy() == ok["shadow_decision"].to_numpy())) if len(ok) else 0.0
-        check("agreement", agreement, g.min_agreement, agreement >= g.min_agreement)
+        champ_ms, cand_ms = ok["model_ms"].to_numpy(float), ok.get("shadow_ms", pd.Series(dtype=float)).dropna().to_numpy(float)
     else:
-        # the candidate's answers against the champion's scores of the same rows (the endpoint
-        # scores every row with the champion): paired, so the canary's customers being a different
-        # slice of traffic does not read as a shift
-        champ = rows[rows["variant"] == "champion"]
-        served = cand[~cand.get("candidate_error", pd.Series(False, index=cand.index)).fillna(False).astype(bool)]
-        if "champion_score" in served:
-            served = served[served["champion_score"].notna()]
-            champ_scores, champ_flag = served["champion_score"].to_numpy(float), (served["champion_decision"] != "approve").to_numpy()
-        else:
-            champ_scores, champ_flag = champ["fraud_score"].to_numpy(float), (champ["decision"] != "approve").to_numpy()
-        cand_scores, cand_flag = served["fraud_score"].to_numpy(float), (served["decision"] != "approve").to_numpy()
-        champ_ms, cand_ms = champ["model_ms"].to_numpy(float), served["model_ms"].to_numpy(float)
+        champ_ms = ok.loc[ok["variant"] == "champion", "model_ms"].to_numpy(float)
+        cand_ms = ok.loc[ok["variant"] == "candidate", "model_ms"].to_numpy(float)
     if len(champ_ms) and len(cand_ms):
         c99, k99 = float(np.percentile(champ_ms, 99)), float(np.percentile(cand_ms, 99))
         limit = g.max_p99_ratio * c99 + 1.0
         check("model_p99_ms", k99, round(limit, 3), k99 <= limit)
-    if len(champ_flag) and len(cand_flag):
-        shift = abs(float(cand_flag.mean()) - float(champ_flag.mean()))
+    both = paired(since_start if since_start is not None else rows)
+    if len(both):
+        old_flag, new_flag = (both["old_decision"] != "approve").to_numpy(), (both["new_decision"] != "approve").to_numpy()
+        agreement = float(np.mean(both["old_decision"].to_numpy() == both["new_decision"].to_numpy()))
+        check("agreement", agreement, g.min_agreement, agreement >= g.min_agreement)
+        shift = abs(float(new_flag.mean()) - float(old_flag.mean()))
         check("decision_rate_shift", shift, g.max_decision_shift, shift <= g.max_decision_shift)
-    if len(champ_scores) and len(cand_scores):
-        p = psi(champ_scores, cand_scores)
+        p = psi(both["old"].to_numpy(float), both["new"].to_numpy(float))
         check("score_psi", p, g.max_score_psi, p <= g.max_score_psi)
-    if stage == "shadow" and labels and len(cand):
-        from sklearn.metrics import average_precision_score
+        if labels:
+            from sklearn.metrics import average_precision_score
 
-        y = cand["transaction_id"].isin(labels).to_numpy()
-        if y.sum() >= g.min_ap_frauds and y.sum() < len(y):
-            drop = float(average_precision_score(y, cand["fraud_score"]) - average_precision_score(y, cand["shadow_score"]))
-            check("ap_drop_vs_champion", drop, g.max_ap_drop, drop <= g.max_ap_drop)
-    return {"passed": all(c["passed"] for c in checks), "requests": int(n), "elapsed_s": round(elapsed_s, 1),
-            "checks": checks}
+            y = both["transaction_id"].isin(labels).to_numpy()
+            if g.min_ap_frauds <= y.sum() < len(y):
+                drop = float(average_precision_score(y, both["old"]) - average_precision_score(y, both["new"]))
+                check("ap_drop_vs_champion", drop, g.max_ap_drop, drop <= g.max_ap_drop)
+    return {"passed": all(c["passed"] for c in checks), "requests": int(n), "paired_requests": int(len(both)),
+            "elapsed_s": round(elapsed_s, 1), "checks": checks}
 
 
 def advance(paths: Paths, now: datetime | None = None, labels: set | None = None, actor: str = "rollout") -> dict:
@@ -202,8 +213,9 @@ def advance(paths: Paths, now: datetime | None = None, labels: set | None = None
     now = now or datetime.now(timezone.utc)
     g = Guardrails(**state["guardrails"])
     elapsed = (now - datetime.fromisoformat(state["step_started_at"])).total_seconds()
-    rows = read_rows(paths, state["candidate"], state["step_started_at"])
-    verdict = analyse(rows, state["stage"], g, elapsed, labels)
+    every = read_rows(paths, state["candidate"], state["started_at"])
+    rows = every[every["served_at"] >= state["step_started_at"]] if len(every) else every
+    verdict = analyse(rows, state["stage"], g, elapsed, labels, since_start=every)
     step_name = f"{state['stage']} {state['percent']} %" if state["stage"] == "canary" else "shadow"
     if verdict["passed"] is None:
         return {"action": "wait", "step": step_name, **verdict}

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -41,6 +42,15 @@ def test_main_job_then_drift_sensor_retrains(tmp_path, monkeypatch):
     assert retrain and retrain["status"] == "SUCCESS", retrain
     assert retrain["run_key"].startswith("drift-episode-")
     assert retrain["model_version"] != summary["model_version"]
+    # ... which rolled out through every step while the next day's traffic arrived, and adapted:
+    # on post-drift requests both models scored, the new one ranks frauds better (ground truth)
+    loop = summary["loop"]
+    assert loop["rollout_result"] == "promoted", loop
+    assert [m["to"] for m in loop["rollout_steps"]] == ["candidate", "shadow", "canary", "canary", "canary", "production"]
+    assert loop["file_to_full_traffic_s"] < 300  # the goal: drift to new model in 5 minutes
+    ap = loop["post_drift_ap_truth"]
+    assert ap["frauds"] >= 20 and ap["new_model"] > ap["old_model"], ap
+    assert loop["drift_onset_day"] == "2025-06-18" and loop["detection_day"] == "2025-06-20"
     # the daemon's drift sensor told a person, once, with the runbook
     alerts = [json.loads(x) for x in (home / "alerts" / "alerts.jsonl").read_text().splitlines()]
     drift_alerts = [a for a in alerts if a["name"] == "drift_detected"]
@@ -57,10 +67,18 @@ def test_main_job_then_drift_sensor_retrains(tmp_path, monkeypatch):
     paths = config.paths(home)
     assert len(registry.list_versions(paths)) == 2
     assert registry.current(paths)["tag"] == retrain["model_version"]
-    # The sensor's episode logic, evaluated against the demo's instance: from an empty cursor the
-    # drifted report yields one run request; with the cursor it returned, nothing more.
+    # The sensor's episode logic, evaluated against the demo's instance. The new model trained on
+    # the latest day: from an empty cursor the drifted report starts no episode (cool-down, nothing
+    # new to learn). Once a later day is validated, it yields one run request, the same episode's;
+    # with the cursor it returned, nothing more.
+    from vigil import lake
+
     with dg.DagsterInstance.get() as instance:
         sensor = defs.get_sensor_def(DRIFT_SENSOR)
+        cooling = sensor(dg.build_sensor_context(instance=instance, cursor=None, definitions=defs, resources=defs.resources))
+        assert not getattr(cooling, "run_requests", None)
+        last = lake.available_days(paths.validated)[-1]
+        lake.write_day(paths.validated, last + timedelta(days=1), lake.read_day(paths.validated, last))
         result = sensor(dg.build_sensor_context(instance=instance, cursor=None, definitions=defs, resources=defs.resources))
         assert len(result.run_requests) == 1 and result.run_requests[0].run_key == retrain["run_key"]
         assert result.run_requests[0].tags["vigil/trigger"] == "drift"

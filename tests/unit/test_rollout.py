@@ -62,10 +62,27 @@ def test_canary_compares_the_variants_served():
     n = 4000
     variant = np.where(rng.random(n) < 0.25, "candidate", "champion")
     score = rng.beta(1, 60, n)
-    rows = pd.DataFrame({"transaction_id": np.arange(n), "variant": variant, "fraud_score": score,
-                         "decision": np.where(score > 0.05, "review", "approve"), "model_ms": 0.05, "candidate_error": False})
+    dec = np.where(score > 0.05, "review", "approve")
+    cand = variant == "candidate"
+    rows = pd.DataFrame({"transaction_id": np.arange(n), "variant": variant, "fraud_score": score, "decision": dec,
+                         "model_ms": 0.05, "candidate_error": False,
+                         # the endpoint scores every request with the champion: the candidate's rows carry its score
+                         "champion_score": np.where(cand, score, np.nan), "champion_decision": np.where(cand, dec, None)})
     out = analyse(rows, "canary", g, 1)
-    assert out["passed"] is True and out["requests"] == int((variant == "candidate").sum())
-    rows.loc[rows["variant"] == "candidate", "fraud_score"] = 0.5
-    rows.loc[rows["variant"] == "candidate", "decision"] = "decline"
-    assert analyse(rows, "canary", g, 1)["passed"] is False
+    assert out["passed"] is True and out["requests"] == int(cand.sum()) == out["paired_requests"]
+    rows.loc[cand, "fraud_score"] = 0.5
+    rows.loc[cand, "decision"] = "decline"
+    bad = analyse(rows, "canary", g, 1)
+    assert bad["passed"] is False
+    assert {c["condition"] for c in bad["checks"] if not c["passed"]} >= {"score_psi", "decision_rate_shift", "agreement"}
+
+
+def test_comparisons_use_every_request_since_the_rollout_began():
+    """A 5 % step with a dozen candidate rows is judged on shadow's rows too."""
+    g = Guardrails(min_requests=10, min_seconds=0)
+    shadow = _shadow_rows(2000)
+    step = pd.DataFrame({"transaction_id": np.arange(5000, 5012), "variant": "candidate", "fraud_score": 0.01,
+                         "decision": "approve", "model_ms": 0.05, "candidate_error": False,
+                         "champion_score": 0.01, "champion_decision": "approve"})
+    out = analyse(step, "canary", g, 1, since_start=pd.concat([shadow, step], ignore_index=True))
+    assert out["paired_requests"] == 2012 and out["passed"] is True
