@@ -36,7 +36,9 @@ def live_performance_daily(context: dg.AssetExecutionContext, storage: VigilStor
     for r in rows:  # one small file per day: the plot below draws the last 90 served days from them
         (history / f"{r['day']}.json").write_text(json.dumps(r, default=float))
     recent = pd.DataFrame([json.loads(f.read_text()) for f in sorted(history.glob("*.json"))[-90:]])
-    meta = {"partitions": md_table(table)}
+    meta = {"partitions": md_table(table.drop(columns=["cohorts"], errors="ignore"))}
+    if rows[-1].get("cohorts"):
+        meta["cohorts"] = md_table(pd.DataFrame(rows[-1]["cohorts"]))  # the last day's, by the gate's slices
     if len(recent) and "live_average_precision" in recent:
         png = plots.timeseries_png(recent, ["live_auc", "live_average_precision", "live_card_precision_at_100"],
                                    "served days, labels known now")

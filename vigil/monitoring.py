@@ -143,6 +143,25 @@ def live_performance(predictions: pd.DataFrame, labels: pd.DataFrame, label_matu
         out["fraud_amount_missed"] = float(amount[is_fraud & ~flagged].sum())
     if label_maturity is not None:
         out["label_maturity"] = round(float(label_maturity), 3)
+    out["cohorts"] = cohorts(frame)
+    return out
+
+
+def cohorts(frame: pd.DataFrame, min_frauds: int = 5) -> list[dict]:
+    """The gate's slices (amount bands, night, weekend, new customers, new terminals) of a served
+    day: rows, reported frauds and AP where there are enough frauds to rank."""
+    from sklearn.metrics import average_precision_score
+
+    out = []
+    for name, select in evaluation.SLICES.items():
+        try:
+            part = frame[select(frame).to_numpy()]
+        except KeyError:  # a log without the feature columns
+            continue
+        frauds = int(part["label"].sum())
+        ap = float(average_precision_score(part["label"], part["score"])) if min_frauds <= frauds < len(part) else None
+        out.append({"cohort": name, "rows": int(len(part)), "reported_frauds": frauds,
+                    "live_average_precision": None if ap is None else round(ap, 4)})
     return out
 
 

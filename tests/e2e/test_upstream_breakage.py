@@ -73,6 +73,16 @@ def test_upstream_breakage_is_caught_then_fixed(pipeline_home, tmp_path, monkeyp
     assert lake.read_day(paths.features / "customer", day) is None  # downstream blocked
     materialized = {e.event_specific_data.materialization.asset_key for e in r.get_asset_materialization_events()}
     assert dg.AssetKey("validated_transactions") in materialized and dg.AssetKey("feature_snapshots") not in materialized
+    # ... and a person is told: the check sensor raises day_held (critical) with the rule's figures
+    import json
+
+    from pipelines.alerting import CHECK_ALERT_SENSOR
+
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as ctx:
+        defs.get_sensor_def(CHECK_ALERT_SENSOR)(ctx)
+    alerts = [json.loads(x) for x in (root / "alerts" / "alerts.jsonl").read_text().splitlines()]
+    held = [a for a in alerts if a["name"] == "day_held" and a["details"]["check"] == "amount_outliers"]
+    assert len(held) == 1 and held[0]["severity"] == "critical" and held[0]["runbook"] == "docs/runbooks/day_held.md"
 
     # 3. the source re-sends the clean day: admitted exactly once, hold lifted, features computed
     write_landing(sim, paths.landing, days=range(index, index + 1), labels=False)

@@ -27,6 +27,9 @@ def test_live_performance_reports_precision_and_fraud_amounts_caught_and_missed(
     assert out["live_precision_flagged"] == 0.5 and out["live_recall_flagged"] == 0.5
     assert out["fraud_amount_caught"] == 100.0 and out["fraud_amount_missed"] == 50.0
     assert out["label_maturity"] == 0.5 and out["reported_frauds"] == 2
+    bands = {c["cohort"]: c for c in out["cohorts"]}
+    assert bands["amount >= 100"]["rows"] == 1 and bands["amount 20-100"]["reported_frauds"] == 1
+    assert "night" not in bands  # no is_night column in this log: that cohort is left out, not guessed
 
 
 def test_the_maturity_sensor_requests_each_closed_day_once(tmp_path):
