@@ -235,7 +235,8 @@ def fraud_model(context: dg.AssetExecutionContext, config: GateConfig, storage: 
                                                         train_seconds, result.metrics))
     yield dg.Output(
         {"folder": str(folder), "model_dir": str(model_dir), "metrics": m, "policy": policy.to_dict(),
-         "lineage": lineage, "train_seconds": train_seconds, "gate_passed": not failures},
+         "lineage": lineage, "train_seconds": train_seconds, "gate_passed": not failures,
+         "gate_evidence": {**verdict.evidence, "champion": champion["tag"] if champion else None}},
         metadata={
             **{k: v for k, v in m.items() if k.startswith(("handbook_", "week_", "recent_known_"))},
             "train_week_auc": result.train_metrics["week_auc"], "train_seconds": round(train_seconds, 2),

@@ -20,7 +20,7 @@ exclusion (what Vigil reported before it followed the Handbook; they overstate C
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -161,6 +161,9 @@ class GateThresholds:
 @dataclass
 class GateResult:
     rules: list[dict]  # rule, actual, threshold, passed (None: not judged), note
+    # the champion comparison's figures (ap_delta, ci_low, ci_high, champion, window, rows, frauds):
+    # a rollout reads them (a candidate better beyond noise is expected to disagree with its champion)
+    evidence: dict = field(default_factory=dict)
 
     @property
     def failures(self) -> list[str]:
@@ -209,6 +212,7 @@ def judge(test: pd.DataFrame, known: pd.DataFrame | None, thresholds: GateThresh
     protocol: every row, unreported counted genuine, which both models face alike); it is not
     judged when the window holds fewer than ``slice_min_frauds`` reported frauds."""
     t = thresholds
+    evidence: dict = {}
     if champion_score is not None:
         test = test.assign(champion_score=np.asarray(champion_score, dtype=float))
     rows = exclude_known_compromised(test, known)
@@ -235,6 +239,8 @@ def judge(test: pd.DataFrame, known: pd.DataFrame | None, thresholds: GateThresh
                                           compare["champion_score"].to_numpy(dtype=float),
                                           t.bootstrap_samples, t.confidence)
         worse = delta < -t.max_regression and hi < 0
+        evidence = {"ap_delta": delta, "ci_low": lo, "ci_high": hi, "champion": champion, "window": where,
+                    "rows": int(len(compare)), "frauds": frauds}
         rule("no_regression", delta, -t.max_regression, not worse,
              f"{where}: AP − {champion}'s AP = {delta:+.3f}, {t.confidence:.0%} interval [{lo:+.3f}, {hi:+.3f}] "
              f"on {len(compare)} rows, {frauds} frauds (rejected below {-t.max_regression:+.3f} with the interval below 0)")
@@ -252,4 +258,4 @@ def judge(test: pd.DataFrame, known: pd.DataFrame | None, thresholds: GateThresh
     rule("latency_ms", latency_ms, t.max_latency_ms, latency_ms <= t.max_latency_ms,
          f"median one-row predict {latency_ms:.3f} ms (max {t.max_latency_ms})")
     rule("size_mb", size_mb, t.max_size_mb, size_mb <= t.max_size_mb, f"{size_mb:.1f} MB (max {t.max_size_mb})")
-    return GateResult(rules)
+    return GateResult(rules, evidence)

@@ -100,11 +100,16 @@ def start(paths: Paths, candidate: str, reason: str, actor: str | None = None,
         raise ValueError("no champion in production to roll out against: promote the first model directly")
     if champion["tag"] == candidate:
         raise ValueError(f"{candidate} is already in production")
-    registry.model_info(paths, candidate)  # fails with ModelNotFound for an unknown tag
+    info = registry.model_info(paths, candidate)  # fails with ModelNotFound for an unknown tag
+    evidence = info["metadata"].get("gate_evidence") or {}
+    # the gate found it better than *this* champion beyond noise, on the recent window with the
+    # labels known at T: then disagreeing with the champion is what it is for, not a fault
+    better = bool(evidence.get("champion") == champion["tag"] and (evidence.get("ci_low") or -1) > 0)
     registry.records(paths).move(candidate, "shadow", f"rollout started: {reason}", registry.actor_name(actor))
     state = {"candidate": candidate, "champion": champion["tag"], "step": 0, "stage": "shadow", "percent": 0,
              "started_at": _now(), "step_started_at": _now(), "failures": 0, "reason": reason,
-             "guardrails": asdict(guardrails or Guardrails()), "analyses": []}
+             "guardrails": asdict(guardrails or Guardrails()), "analyses": [],
+             "better_than_champion": better, "gate_evidence": evidence}
     _write_state(paths, state)
     return state
 
@@ -148,15 +153,24 @@ def paired(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)[cols]
 
 
+DIVERGENCE = ("agreement", "decision_rate_shift", "score_psi")  # how far from the champion, not how good
+
+
 def analyse(rows: pd.DataFrame, stage: str, g: Guardrails, elapsed_s: float,
-            labels: set | None = None, since_start: pd.DataFrame | None = None) -> dict:
+            labels: set | None = None, since_start: pd.DataFrame | None = None,
+            divergence_expected: bool = False) -> dict:
     """The step's verdict: ``passed`` True / False, or None while there is not yet enough traffic
     or time to judge; every condition with its actual value and threshold.
 
     Operational conditions (errors, model time) are judged on the step's own ``rows``; the
     comparisons with the champion (score PSI, decision-rate shift, agreement, AP) on every request
     both models scored since the rollout began (``since_start``, default ``rows``), so a 5 %
-    canary step of a small deployment is not judged on a dozen rows."""
+    canary step of a small deployment is not judged on a dozen rows.
+
+    ``divergence_expected`` (the gate found the candidate better than this champion beyond noise):
+    agreement, decision-rate shift and score PSI are reported, not judged; errors, model time and
+    AP on matured labels still are. A model retrained after a concept drift flagged 10 % more of
+    the drifted traffic than its champion, which a divergence limit would roll back."""
     cand = rows[rows["variant"] == "candidate"] if len(rows) and stage != "shadow" else rows
     n = len(cand)
     if n < g.min_requests or elapsed_s < g.min_seconds:
@@ -165,8 +179,9 @@ def analyse(rows: pd.DataFrame, stage: str, g: Guardrails, elapsed_s: float,
     checks = []
 
     def check(name, actual, threshold, ok):
+        judged = not (divergence_expected and name in DIVERGENCE)
         checks.append({"condition": name, "actual": None if actual is None else round(float(actual), 4),
-                       "threshold": threshold, "passed": bool(ok)})
+                       "threshold": threshold, "passed": bool(ok) if judged else None})
 
     err = rows["candidate_error"].fillna(False).astype(bool) if "candidate_error" in rows else pd.Series(False, index=rows.index)
     errors = int(err.sum())
@@ -197,7 +212,7 @@ def analyse(rows: pd.DataFrame, stage: str, g: Guardrails, elapsed_s: float,
             if g.min_ap_frauds <= y.sum() < len(y):
                 drop = float(average_precision_score(y, both["old"]) - average_precision_score(y, both["new"]))
                 check("ap_drop_vs_champion", drop, g.max_ap_drop, drop <= g.max_ap_drop)
-    return {"passed": all(c["passed"] for c in checks), "requests": int(n), "paired_requests": int(len(both)),
+    return {"passed": all(c["passed"] is not False for c in checks), "requests": int(n), "paired_requests": int(len(both)),
             "elapsed_s": round(elapsed_s, 1), "checks": checks}
 
 
@@ -215,18 +230,19 @@ def advance(paths: Paths, now: datetime | None = None, labels: set | None = None
     elapsed = (now - datetime.fromisoformat(state["step_started_at"])).total_seconds()
     every = read_rows(paths, state["candidate"], state["started_at"])
     rows = every[every["served_at"] >= state["step_started_at"]] if len(every) else every
-    verdict = analyse(rows, state["stage"], g, elapsed, labels, since_start=every)
+    verdict = analyse(rows, state["stage"], g, elapsed, labels, since_start=every,
+                      divergence_expected=state.get("better_than_champion", False))
     step_name = f"{state['stage']} {state['percent']} %" if state["stage"] == "canary" else "shadow"
     if verdict["passed"] is None:
         return {"action": "wait", "step": step_name, **verdict}
     state["analyses"] = (state["analyses"] + [{"step": step_name, "at": _now(), **verdict}])[-20:]
     db, cand = registry.records(paths), state["candidate"]
-    summary = ", ".join(f"{c['condition']} {c['actual']} ({'ok' if c['passed'] else 'FAILED'}, {c['threshold']})"
-                        for c in verdict["checks"])
+    mark = {True: "ok", False: "FAILED", None: "reported"}
+    summary = ", ".join(f"{c['condition']} {c['actual']} ({mark[c['passed']]}, {c['threshold']})" for c in verdict["checks"])
     if not verdict["passed"]:
         state["failures"] += 1
         if state["failures"] > g.failure_limit:
-            failed = [c["condition"] for c in verdict["checks"] if not c["passed"]]
+            failed = [c["condition"] for c in verdict["checks"] if c["passed"] is False]
             db.move(cand, "rejected", f"rollout rolled back at {step_name}: {', '.join(failed)} failed ({summary})", actor)
             _write_state(paths, None)
             from vigil.alerts import Alert, alerter_for

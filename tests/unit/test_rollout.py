@@ -86,3 +86,15 @@ def test_comparisons_use_every_request_since_the_rollout_began():
                          "champion_score": 0.01, "champion_decision": "approve"})
     out = analyse(step, "canary", g, 1, since_start=pd.concat([shadow, step], ignore_index=True))
     assert out["paired_requests"] == 2012 and out["passed"] is True
+
+
+def test_divergence_from_the_champion_is_reported_not_judged_when_the_gate_found_the_candidate_better():
+    g = Guardrails(min_requests=100, min_seconds=0)
+    rows = _shadow_rows(2000, shift=0.2)
+    out = analyse(rows, "shadow", g, 1, divergence_expected=True)
+    assert out["passed"] is True
+    by = {c["condition"]: c for c in out["checks"]}
+    assert by["score_psi"]["passed"] is None and by["score_psi"]["actual"] > g.max_score_psi  # shown, not judged
+    assert by["error_rate"]["passed"] is True
+    rows.loc[:100, "candidate_error"] = True  # errors are judged whatever the gate said
+    assert analyse(rows, "shadow", g, 1, divergence_expected=True)["passed"] is False
