@@ -36,7 +36,8 @@ def registered_model(context: dg.AssetExecutionContext, storage: VigilStorage, f
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dagster_run_id": context.run.run_id,
         "train_seconds": fraud_model["train_seconds"],
-        "gate_evidence": fraud_model.get("gate_evidence", {}),  # the champion comparison, read by a rollout
+        # the champion comparison, read by a rollout (BentoML metadata takes no None)
+        "gate_evidence": {k: v for k, v in (fraud_model.get("gate_evidence") or {}).items() if v is not None},
     }
     policy = DecisionPolicy.from_dict(fraud_model["policy"])
     tag = registry.register(storage.paths, model, policy, meta,
