@@ -8,7 +8,7 @@ Time discipline (all relative to the training time T, the end of the last ingest
   the young days contribute their early-reported frauds only; ``weight``: kept as genuine with the
   weight of the share of frauds reported by its age, which keeps the known fraud rate of each age
   at the mature one but, under a burst of new fraud, teaches the model that the new pattern's
-  unreported rows are genuine: it lost to ``drop`` by 0.07-0.15 AP after a drift in
+  unreported rows are genuine: it lost to ``drop`` by 0.06-0.08 AP after a drift in
   ``benchmarks/adaptation.py``);
 - champion and challenger are compared on the recent window (the last ``recent_days`` days) with
   the labels known at T, which both face alike (``recent_known_*``);
