@@ -1,6 +1,7 @@
 """Does retraining learn a drift? The training rules measured on the week after each retraining.
 
-    .venv/bin/python benchmarks/adaptation.py [--customers 2000] [--drift-day 70] [--intensity 0.05]
+    .venv/bin/python benchmarks/adaptation.py [--customers 2000] [--drift-day 75] [--intensity 0.05]
+        [--scenario concept|amount_inflation|new_segment]  (results/adaptation[_<scenario>].json)
 
 Two worlds (seed 1: the *validation* world, where the default is chosen; seed 2: the *test* world,
 where it is only reported) go through Vigil's real daily pipeline (one Dagster run: ingest →
@@ -42,7 +43,8 @@ RECENT = (1, 2, 3)
 RULES = ("drop", "weight")
 
 
-def build_world(home: Path, customers: int, days: int, seed: int, drift_day: int, intensity: float) -> None:
+def build_world(home: Path, customers: int, days: int, seed: int, drift_day: int, intensity: float,
+                scenario: str = "concept") -> None:
     import dagster as dg
 
     from vigil import config, lake
@@ -54,7 +56,7 @@ def build_world(home: Path, customers: int, days: int, seed: int, drift_day: int
     if lake.day_file(paths.features / "terminal", last).exists():
         print(f"reusing the world in {home}", file=sys.stderr)
         return
-    sim = simulate(customers, customers * 2, days, START, seed, drift=[Drift("concept", drift_day, intensity)])
+    sim = simulate(customers, customers * 2, days, START, seed, drift=[Drift(scenario, drift_day, intensity)])
     write_landing(sim, paths.landing)
     from pipelines.definitions import defs
 
@@ -131,6 +133,7 @@ def main():
     ap.add_argument("--customers", type=int, default=2000)
     ap.add_argument("--drift-day", type=int, default=75)
     ap.add_argument("--intensity", type=float, default=0.05)
+    ap.add_argument("--scenario", default="concept", choices=["concept", "amount_inflation", "new_segment"])
     a = ap.parse_args()
     import pandas as pd
 
@@ -142,7 +145,7 @@ def main():
     results = {}
     for role, seed in (("validation", 1), ("test", 2)):
         home = root / f"seed{seed}"
-        build_world(home, a.customers, days, seed, a.drift_day, a.intensity)
+        build_world(home, a.customers, days, seed, a.drift_day, a.intensity, a.scenario)
         results[role] = measure_world(home, a.drift_day)
     val = pd.DataFrame(results["validation"])
     fresh = val[val["rule"].str.startswith("fresh")]
@@ -160,10 +163,10 @@ def main():
                                                           zip(g["days_after_drift_onset"], g["next_week_average_precision"])},
                           "mean AP": round(float(g["next_week_average_precision"].mean()), 4)})
     print(pd.DataFrame(table).to_markdown(index=False, floatfmt=".3f"), file=sys.stderr)
-    write_result("adaptation", {
+    write_result("adaptation" if a.scenario == "concept" else f"adaptation_{a.scenario}", {
         "command": "benchmarks/adaptation.py " + " ".join(sys.argv[1:]),
         "machine": f"{os.cpu_count()} cores {platform.machine()}", "seconds": round(time.perf_counter() - t_start),
-        "customers": a.customers, "drift": f"concept:{a.drift_day}:{a.intensity}",
+        "customers": a.customers, "drift": f"{a.scenario}:{a.drift_day}:{a.intensity}",
         "best_on_validation_world": chosen, "default_chosen_on_validation_world": default, "table": table,
         "rows": results,
     })

@@ -71,6 +71,7 @@ class Scorer:
         self.poll_seconds = poll_seconds
         self._pointer_mtime = 0.0
         self.rollout: Rollout | None = None
+        self._last_error = ""
         self._rollout_mtime = 0.0
         self._stop = threading.Event()
         self.counters = {**{f"stale_{v.name}": 0 for v in FEATURE_VIEWS}, "scored": 0}
@@ -80,7 +81,10 @@ class Scorer:
     def reload(self) -> bool:
         """Load the production model if the pointer moved, and the rollout's candidate if the
         rollout moved; each swap is one assignment (no request waits, none fails)."""
-        self.reload_rollout()
+        try:
+            self.reload_rollout()
+        except Exception as exc:  # a broken rollout must not stop production promotions
+            self._log_once(f"rollout reload failed ({exc}); the champion keeps answering")
         pointer = self.paths.registry / registry.POINTER
         try:
             mtime = pointer.stat().st_mtime
@@ -124,13 +128,19 @@ class Scorer:
         self._rollout_mtime = mtime
         log.info("rollout: %s at %s %s %%", cand.tag, state["stage"], state["percent"])
 
+    def _log_once(self, message: str) -> None:
+        """A failure that repeats every poll is logged once, not every 2 s (bounded log volume)."""
+        if message != self._last_error:
+            self._last_error = message
+            log.error(message)
+
     def watch(self) -> threading.Thread:
         def loop():
             while not self._stop.wait(self.poll_seconds):
                 try:
                     self.reload()
-                except Exception:  # a broken promotion must not take serving down
-                    log.exception("model reload failed; still serving %s", self.deployed and self.deployed.tag)
+                except Exception as exc:  # a broken promotion must not take serving down
+                    self._log_once(f"model reload failed ({exc}); still serving {self.deployed and self.deployed.tag}")
 
         t = threading.Thread(target=loop, name="vigil-model-watch", daemon=True)
         t.start()

@@ -136,3 +136,24 @@ def test_a_bad_candidate_is_rolled_back_by_the_analysis(server, pipeline_home):
     finally:
         if rollout.read_state(paths):
             rollout.abort(paths, "test cleanup")
+
+
+def test_a_broken_rollout_state_never_fails_a_request(server, pipeline_home):
+    """A rollout naming a model the store does not hold: the champion keeps answering (and the
+    error is logged once, not every poll)."""
+    paths = pipeline_home["paths"]
+    champion = registry.current(paths)["tag"]
+    _serving(server, champion)
+    state = rollout.state_path(paths)
+    state.write_text(json.dumps({"candidate": "vigil-fraud:doesnotexist", "champion": champion, "stage": "canary",
+                                 "percent": 50, "started_at": "2026-01-01T00:00:00+00:00"}))
+    try:
+        time.sleep(3)  # two polls
+        with httpx.Client(base_url=server) as c:
+            codes = {(r.status_code, r.json().get("model_version")) for r in
+                     (c.post("/score", json=b) for b in replay_bodies(pipeline_home, 40))}
+        assert codes == {(200, champion)}
+    finally:
+        state.unlink()
+    log = (paths.root / "serving-test.log").read_text()
+    assert 1 <= log.count("vigil-fraud:doesnotexist") <= 2  # logged once, not at every 2-second poll
