@@ -14,6 +14,7 @@ import pandas as pd
 from assets.common import md_table
 from resources import FeatureStoreResource, VigilStorage
 from vigil import data_profile, evaluation, lake, plots, registry
+from vigil.config import LABEL_MATURITY_DAYS
 from vigil.feature_repo import FEATURE_SERVICE
 from vigil.features import MODEL_FEATURES
 from vigil.model import DEFAULT_PARAMS
@@ -110,7 +111,7 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingConfig, stor
         # why this run trained: the trigger and its evidence (run tags), kept in the registry entry
         "trigger": {k.split("/", 1)[1]: v for k, v in context.run.tags.items() if k.startswith("vigil/")} or {"trigger": "manual"},
     }
-    young = train["tx_datetime"] > plan.as_of - pd.Timedelta(days=7)
+    young = train["tx_datetime"] > plan.as_of - pd.Timedelta(days=LABEL_MATURITY_DAYS)
     context.add_output_metadata({
         "train_rows": len(train), "test_rows": len(frames["test"]), "recent_rows": len(recent),
         "backtest_train_rows": len(frames["backtest_train"]),

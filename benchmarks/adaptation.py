@@ -45,30 +45,10 @@ RULES = ("drop", "weight")
 
 def build_world(home: Path, customers: int, days: int, seed: int, drift_day: int, intensity: float,
                 scenario: str = "concept") -> None:
-    import dagster as dg
+    from _world import feature_world
+    from vigil.simulator import Drift
 
-    from vigil import config, lake
-    from vigil.simulator import Drift, simulate, write_landing
-
-    os.environ.update({"VIGIL_HOME": str(home), "BENTOML_HOME": str(home / "bentoml"), "VIGIL_START_DATE": START.isoformat()})
-    paths = config.paths(home)
-    last = START + timedelta(days=days - 1)
-    if lake.day_file(paths.features / "terminal", last).exists():
-        print(f"reusing the world in {home}", file=sys.stderr)
-        return
-    sim = simulate(customers, customers * 2, days, START, seed, drift=[Drift(scenario, drift_day, intensity)])
-    write_landing(sim, paths.landing)
-    from pipelines.definitions import defs
-
-    t0 = time.perf_counter()
-    instance = dg.DagsterInstance.ephemeral()
-    dg.materialize([defs.get_assets_def("feast_registry")], instance=instance, resources=defs.resources)
-    keys = ["raw_transactions", "label_feed", "validated_transactions", "validated_labels", "feature_snapshots"]
-    r = defs.resolve_job_def("daily_pipeline").execute_in_process(
-        instance=instance, asset_selection=[dg.AssetKey(k) for k in keys],
-        tags={"dagster/asset_partition_range_start": START.isoformat(), "dagster/asset_partition_range_end": last.isoformat()})
-    assert r.success
-    print(f"world seed {seed}: daily pipeline over {days} days in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    feature_world(home, days, customers, seed, drift=[Drift(scenario, drift_day, intensity)])
 
 
 def measure_world(home: Path, drift_day: int) -> list[dict]:

@@ -54,30 +54,9 @@ PUBLISHED = [("Handbook: logistic regression, single split", 0.871, 0.606, 0.291
 
 
 def build_world(home: Path, customers: int, days: int) -> None:
-    import dagster as dg
-    import pandas as pd
+    from _world import feature_world
 
-    from vigil import config, lake
-
-    os.environ.update({"VIGIL_HOME": str(home), "BENTOML_HOME": str(home / "bentoml"), "VIGIL_START_DATE": START.isoformat()})
-    paths = config.paths(home)
-    last = START + timedelta(days=days - 1)
-    if lake.day_file(paths.features / "terminal", last).exists():
-        print(f"reusing the world in {home}", file=sys.stderr)
-        return
-    from _world import build
-
-    build(home, days, customers, customers * 2, train=False)
-    from pipelines.definitions import defs
-
-    t0 = time.perf_counter()
-    keys = ["raw_transactions", "label_feed", "validated_transactions", "validated_labels", "feature_snapshots"]
-    r = defs.resolve_job_def("daily_pipeline").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), asset_selection=[dg.AssetKey(k) for k in keys],
-        tags={"dagster/asset_partition_range_start": START.isoformat(), "dagster/asset_partition_range_end": last.isoformat()})
-    assert r.success
-    print(f"daily pipeline over {days} days: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    del pd
+    feature_world(home, days, customers, seed=42, simulated_days=days + 1)
 
 
 def fold(data, test_start: int):

@@ -129,13 +129,18 @@ def rollout_sensor(context: dg.SensorEvaluationContext, storage: VigilStorage):
 TRIGGER_SENSOR = "retraining_trigger_sensor"
 
 
-def _cooling_down(paths: config.Paths) -> bool:
+def _last_training_day(paths: config.Paths):
     from vigil.registry_db import open_records
-    from vigil.triggers import cooling_down, last_training_day
+    from vigil.triggers import last_training_day
+
+    return last_training_day([v["lineage"] for v in open_records(paths.registry).versions()])
+
+
+def _cooling_down(paths: config.Paths, last=None) -> bool:
+    from vigil.triggers import cooling_down
 
     days = lake.available_days(paths.validated)
-    return cooling_down(last_training_day([v["lineage"] for v in open_records(paths.registry).versions()]),
-                        days[-1] if days else None)
+    return cooling_down(last if last is not None else _last_training_day(paths), days[-1] if days else None)
 
 
 def trigger_decision(paths: config.Paths, ap_floor: float | None = None, label_threshold: int | None = None):
@@ -143,12 +148,11 @@ def trigger_decision(paths: config.Paths, ap_floor: float | None = None, label_t
     import pandas as pd
 
     from vigil import triggers
-    from vigil.registry_db import open_records
 
-    last = triggers.last_training_day([v["lineage"] for v in open_records(paths.registry).versions()])
+    last = _last_training_day(paths)
     if last is None:
         return triggers.Decision("", "", reason="no model trained yet: the first training is the retraining job's")
-    if _cooling_down(paths):
+    if _cooling_down(paths, last):
         return triggers.Decision("", "", reason=f"cooling down: no validated day after {last}, the last training's")
     history = [json.loads(f.read_text()) for f in sorted((paths.monitoring / "live").glob("*.json"))[-120:]]
     decision = triggers.performance_drop(history, last, ap_floor if ap_floor is not None else triggers.DEFAULT_AP_FLOOR)

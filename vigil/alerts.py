@@ -129,10 +129,11 @@ class Alerter:
         path = self.folder / "alerts.jsonl"
         if not path.exists():
             return []
+        tail = 200_000  # the last alerts are in the file's tail; its first line may be cut
         with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - 200_000))
-            lines = f.read().decode(errors="replace").splitlines()[1:] if path.stat().st_size > 200_000 else \
-                f.read().decode(errors="replace").splitlines()
+            start = max(0, f.seek(0, os.SEEK_END) - tail)
+            f.seek(start)
+            lines = f.read().decode(errors="replace").splitlines()[1 if start else 0:]
         return [json.loads(x) for x in lines[-limit:] if x.strip()]
 
 

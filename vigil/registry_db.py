@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 POINTER = "production.json"  # the file a promotion to production writes atomically; the endpoint follows it
+ROLLOUT_STATE = "rollout.json"  # vigil.rollout's state, which the endpoint follows the same way
 
 STAGES = ("candidate", "shadow", "canary", "production", "archived", "rejected")
 # which stage may follow which: a rejected candidate stays rejected; anything else can be retired

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from vigil.config import Paths
-
-STATE = "rollout.json"
+from vigil.monitoring import psi
+from vigil.registry_db import ROLLOUT_STATE as STATE
 STEPS = (("shadow", 0), ("canary", 5), ("canary", 25), ("canary", 50))
 MAX_LOG_BYTES = 50_000_000  # per process and candidate: a stuck rollout cannot fill the disk
 
@@ -126,12 +126,6 @@ def read_rows(paths: Paths, candidate: str, since: str) -> pd.DataFrame:
             if r.get("served_at", "") >= since:
                 rows.append(r)
     return pd.DataFrame(rows)
-
-
-def psi(a: np.ndarray, b: np.ndarray) -> float:
-    from vigil.monitoring import psi as _psi
-
-    return _psi(a, b)
 
 
 def paired(rows: pd.DataFrame) -> pd.DataFrame:

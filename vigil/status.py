@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vigil.config import Paths
-from vigil.registry_db import POINTER
+from vigil.registry_db import POINTER, ROLLOUT_STATE
 
 SHOWN = (("handbook_auc", "AUC"), ("handbook_average_precision", "AP"), ("handbook_card_precision_at_100", "CP@100"))
 
@@ -61,7 +61,7 @@ def status(paths: Paths, dagster_home: Path | None = None) -> dict:
         last = json.loads(reports[-1].read_text())
         drift = {"day": reports[-1].stem, "dataset_drift": last.get("dataset_drift"), "drift_share": last.get("drift_share"),
                  "report": last.get("url") or last.get("html"), "model": last.get("model")}
-    rollout_file = paths.registry / "rollout.json"  # vigil.rollout.STATE (read here without pandas)
+    rollout_file = paths.registry / ROLLOUT_STATE  # read here, not through vigil.rollout (no pandas)
     rollout = json.loads(rollout_file.read_text()) if rollout_file.exists() else None
     from vigil.alerts import Alerter
 
