@@ -5,7 +5,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test unit bench clean
+.PHONY: demo test unit bench bento clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -32,6 +32,14 @@ bench: .venv/.synced
 	.venv/bin/python benchmarks/features.py
 	.venv/bin/python benchmarks/model_quality.py --home .vigil-bench/quality
 	.venv/bin/python benchmarks/batch_scoring.py --home .vigil-bench/quality
+
+# The endpoint's Bento, offline: requirements pinned from uv.lock, no lock step. bentoml build calls
+# uv even then (and pip-installs it when uv is not on PATH), hence .tools/bin on PATH.
+BENTOML_HOME ?= $(HOME)/bentoml
+bento: .venv/.synced  ## build the endpoint's Bento into $BENTOML_HOME (serve: bentoml serve vigil_fraud:latest)
+	$(UV) export --frozen --no-hashes --no-annotate --no-dev --extra production --no-emit-project --quiet -o serving/requirements.txt
+	PATH="$(abspath $(TOOLS))/bin:$$PATH" BENTOML_HOME="$(BENTOML_HOME)" BENTOML_DO_NOT_TRACK=True UV_OFFLINE=1 \
+		.venv/bin/python -m bentoml build .
 
 clean:
 	rm -rf .venv $(TOOLS) .vigil .vigil-bench
