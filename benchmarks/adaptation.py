@@ -69,7 +69,7 @@ def measure_world(home: Path, drift_day: int) -> list[dict]:
     print(f"features for {len(data):,} rows in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     day = data["tx_datetime"].dt.date
     truth = data["label"].to_numpy()
-    out = []
+    out, gates, models = [], [], {}
 
     def run(name: str, offset: int, last: date, train_days: list[date], rule: str, every_label: bool = False):
         as_of = pd.Timestamp(last) + pd.Timedelta(days=1)
@@ -84,6 +84,7 @@ def measure_world(home: Path, drift_day: int) -> list[dict]:
         scored = nxt.assign(label=truth[nxt.index], score=model.predict(nxt[MODEL_FEATURES].to_numpy()))
         m = evaluation.measures(scored, "next_week", False)
         post = scored["tx_datetime"] >= pd.Timestamp(START + timedelta(days=drift_day))
+        models[(name, offset)] = model
         out.append({"rule": name, "days_after_drift_onset": offset, "last_day": last.isoformat(),
                     "train": f"{train_days[0]}..{train_days[-1]}", "known_frauds": int(rows["label"].sum()),
                     **{k: round(float(v), 4) for k, v in m.items() if not k.endswith("_rows")},
@@ -103,8 +104,39 @@ def measure_world(home: Path, drift_day: int) -> list[dict]:
             for rule in RULES:
                 run(f"fresh recent={recent} rule={rule}", offset, last, Plan.at(last, recent_days=recent,
                                                                                  first_day=START).fit_days, rule)
+        nxt = {r["rule"]: r["next_week_average_precision"] for r in out if r["days_after_drift_onset"] == offset}
+        gates.append({**gate_verdict(data, day, models, offset, last, START),
+                      "next_week_ap_candidate": nxt["fresh recent=2 rule=drop"],
+                      "next_week_ap_champion": nxt["before (Handbook window)"]})
+        print(f"  gate at drift+{offset}: {gates[-1]}", file=sys.stderr)
     del np
-    return out
+    return out, gates
+
+
+def gate_verdict(data, day, models, offset: int, last: date, first_day: date) -> dict:
+    """What the gate's no-regression rule decides for the default candidate against a champion
+    trained on the old window, on the recent window with the labels known at T (the production
+    protocol), beside what each model then did on the next week with every label: does the gate
+    stop a retrain that would make things worse?"""
+    import pandas as pd
+
+    from vigil import evaluation
+    from vigil.features import MODEL_FEATURES
+    from vigil.training import Plan
+
+    t = evaluation.GateThresholds()
+    as_of = pd.Timestamp(last) + pd.Timedelta(days=1)
+    recent = data[day.isin(set(Plan.at(last, recent_days=2, first_day=first_day).recent_days))]
+    x = recent[MODEL_FEATURES].to_numpy()
+    y = (recent["reported_at"] < as_of).astype("int8").to_numpy()
+    cand, champ = models[("fresh recent=2 rule=drop", offset)], models[("before (Handbook window)", offset)]
+    delta, lo, hi = evaluation.ap_delta_interval(y, cand.predict(x), champ.predict(x), t.bootstrap_samples,
+                                                 t.confidence)
+    judged = int(y.sum()) >= t.slice_min_frauds
+    promoted = (not judged) or not (delta < -t.max_regression and hi < 0)
+    return {"days_after_drift_onset": offset, "recent_rows": int(len(y)), "recent_reported_frauds": int(y.sum()),
+            "ap_delta_known_at_T": round(delta, 4), "ci": [round(lo, 4), round(hi, 4)], "judged": judged,
+            "gate_promotes_candidate": promoted}
 
 
 def main():
@@ -122,11 +154,11 @@ def main():
     root = Path(a.home or tempfile.mkdtemp(prefix="vigil-bench-adapt-")).resolve()
     days = a.drift_day + max(OFFSETS) + 8 + 10
     t_start = time.perf_counter()
-    results = {}
+    results, gates = {}, {}
     for role, seed in (("validation", 1), ("test", 2)):
         home = root / f"seed{seed}"
         build_world(home, a.customers, days, seed, a.drift_day, a.intensity, a.scenario)
-        results[role] = measure_world(home, a.drift_day)
+        results[role], gates[role] = measure_world(home, a.drift_day)
     val = pd.DataFrame(results["validation"])
     fresh = val[val["rule"].str.startswith("fresh")]
     best = fresh.groupby("rule")["next_week_average_precision"].mean()
@@ -148,7 +180,7 @@ def main():
         "machine": f"{os.cpu_count()} cores {platform.machine()}", "seconds": round(time.perf_counter() - t_start),
         "customers": a.customers, "drift": f"{a.scenario}:{a.drift_day}:{a.intensity}",
         "best_on_validation_world": chosen, "default_chosen_on_validation_world": default, "table": table,
-        "rows": results,
+        "gate": gates, "rows": results,
     })
 
 
