@@ -29,15 +29,20 @@ class PredictionLogConfig(dg.Config):
 @dg.asset(group_name="monitoring", partitions_def=DAILY, backfill_policy=SINGLE_RUN, kinds={"parquet"})
 def prediction_log_daily(context: dg.AssetExecutionContext, config: PredictionLogConfig, storage: VigilStorage,
                          alerts: AlertSinks) -> dg.MaterializeResult:
-    """Every prediction served for the day (from the endpoint's append-only log), as one table."""
+    """Every prediction served for the day (from the endpoint's append-only log), as one table: a
+    transaction logged twice (a client's retry) once, a line that cannot be used set aside with its
+    reason in ``predictions_quarantine`` (never a failed run)."""
     paths, rows = storage.paths, []
     for day in days_of(context):
-        frame = prediction_log.read_day(paths.predictions, day)
+        frame, bad, repeated = prediction_log.read_day_checked(paths.predictions, day)
         lake.write_day(paths.lake / "predictions", day, frame)
+        lake.write_day(paths.lake / "predictions_quarantine", day, pd.DataFrame(bad, columns=["file", "line", "reason"]))
+        if bad:
+            context.log.warning(f"{day}: {len(bad)} prediction log line(s) quarantined, first: {bad[0]}")
         if frame.empty:
-            rows.append({"day": str(day), "predictions": 0})
+            rows.append({"day": str(day), "predictions": 0, "quarantined": len(bad), "retries_dropped": repeated})
             continue
-        rows.append({"day": str(day), "predictions": len(frame),
+        rows.append({"day": str(day), "predictions": len(frame), "quarantined": len(bad), "retries_dropped": repeated,
                      "decline": int((frame["decision"] == "decline").sum()), "review": int((frame["decision"] == "review").sum()),
                      "stale_rows": int(frame["stale_features"].map(len).gt(0).sum()),
                      "latency_p50_ms": float(np.percentile(frame["latency_ms"], 50)),

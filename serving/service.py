@@ -9,39 +9,30 @@ request in flight finishes on the model it started with.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
-from typing import Annotated
 
 import bentoml
-from pydantic import BaseModel, Field
 
+from serving.guard import Guard
+from serving.schema import Amount, Id, Score, Timestamp, Transaction, set_window
 from vigil import config
-from vigil.contracts import DEFAULT_AMOUNT_CEILING
 from vigil.scoring import ModelUnavailable, Scorer
+from vigil.settings import Settings
 
 log = logging.getLogger("vigil.serving")
 
-Amount = Annotated[float, Field(gt=0, le=DEFAULT_AMOUNT_CEILING, description="transaction amount, > 0")]
-Id = Annotated[int, Field(ge=0)]
+
+def _vigil_logging() -> None:
+    """Vigil's own lines (model swaps, degraded scoring, client errors) beside BentoML's, at INFO."""
+    root = logging.getLogger("vigil")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] [%(name)s] %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        root.propagate = False
 
 
-class Transaction(BaseModel):
-    transaction_id: Id
-    tx_datetime: datetime
-    customer_id: Id
-    terminal_id: Id
-    tx_amount: Amount
-
-
-class Score(BaseModel):
-    transaction_id: int
-    fraud_score: float
-    decision: str
-    reasons: list[str]
-    stale_features: list[str]
-    model_version: str
-    variant: str = Field(description="champion, or candidate during a canary step (vigil.rollout)")
-    latency_ms: float
+_vigil_logging()
 
 
 SCORES = bentoml.metrics.Histogram(name="vigil_fraud_score", documentation="fraud scores served",
@@ -49,22 +40,28 @@ SCORES = bentoml.metrics.Histogram(name="vigil_fraud_score", documentation="frau
 DECISIONS = bentoml.metrics.Counter(name="vigil_decisions", documentation="decisions served", labelnames=["decision"])
 STALE = bentoml.metrics.Counter(name="vigil_stale_features", documentation="requests scored with stale or missing features",
                                 labelnames=["view"])
+DEGRADED = bentoml.metrics.Counter(name="vigil_degraded", documentation="requests scored without the online store")
 
 
 class ServiceUnavailable(bentoml.exceptions.BentoMLException):
     error_code = 503
 
 
+SETTINGS = Settings.from_env()
+
+
 @bentoml.service(
     name="vigil_fraud",
-    workers=1,
-    threads=4,
+    workers=SETTINGS.serving_workers,
+    threads=SETTINGS.serving_threads,
     traffic={"timeout": 10},
     logging={"access": {"enabled": False}},
+    metrics={"enabled": False},  # serving.guard.RouteMetrics labels by route template, never by raw path
 )
 class FraudScorer:
     def __init__(self) -> None:
-        self.scorer = Scorer(config.paths())
+        set_window(SETTINGS)
+        self.scorer = Scorer(config.paths(settings=SETTINGS))
         self.scorer.watch()
 
     @bentoml.on_shutdown
@@ -84,10 +81,12 @@ class FraudScorer:
             DECISIONS.labels(decision=r["decision"]).inc()
             for view in r["stale_features"]:
                 STALE.labels(view=view).inc()
+            if r["degraded"]:
+                DEGRADED.inc()
         return out
 
     @bentoml.api
-    async def score(self, transaction_id: Id, tx_datetime: datetime, customer_id: Id, terminal_id: Id, tx_amount: Amount) -> Score:
+    def score(self, transaction_id: Id, tx_datetime: Timestamp, customer_id: Id, terminal_id: Id, tx_amount: Amount) -> Score:
         """Score one transaction: approve, review or decline, with reason codes."""
         tx = {"transaction_id": transaction_id, "tx_datetime": tx_datetime, "customer_id": customer_id,
               "terminal_id": terminal_id, "tx_amount": tx_amount}
@@ -107,3 +106,6 @@ class FraudScorer:
         rollout = {"candidate": ro.candidate.tag, "stage": ro.stage, "percent": ro.percent} if ro else None
         return {"model_version": d.tag if d else None, "promoted_at": d.promoted_at if d else None,
                 "rollout": rollout, **self.scorer.counters}
+
+
+FraudScorer.add_asgi_middleware(Guard)

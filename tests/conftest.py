@@ -71,11 +71,26 @@ def pipeline_home(tmp_path_factory):
             os.environ[k] = v
 
 
+TEST_KEY = "vgl_tests-only-this-key-is-public-in-the-repository"
+AUTH = {"authorization": f"Bearer {TEST_KEY}"}
+
+
+def allow_test_key(root: Path) -> None:
+    """The endpoint of the home ``root`` accepts ``TEST_KEY`` (its hash in the home's key file)."""
+    from vigil import api_keys
+
+    path = Path(root) / "serving" / "api_keys.json"
+    keys = [k for k in api_keys.read(path) if k["name"] != "tests"]
+    api_keys._write(path, keys + [{"name": "tests", "sha256": api_keys.digest(TEST_KEY)}])
+
+
 @contextlib.contextmanager
 def serve(root: Path, extra_env: dict | None = None):
-    """The real BentoML server (``bentoml serve``) over loopback, on the home ``root``."""
+    """The real BentoML server (``bentoml serve``) over loopback, on the home ``root``; send
+    ``headers=AUTH``."""
     from vigil.processes import endpoint_env, serve_endpoint
 
+    allow_test_key(root)
     with serve_endpoint(root, root / "serving-test.log", env=endpoint_env(root, extra=extra_env)) as (url, _):
         yield url
 

@@ -28,6 +28,8 @@ CATALOGUE = {
     "model_rolled_back": ("critical", "production went back to the previous model"),
     "stale_features": ("warning", "too many requests were scored with stale or missing online features"),
     "landing_missing": ("critical", "a day's landing file did not arrive by its deadline"),
+    "serving_degraded": ("critical", "the endpoint cannot read the online store: it answers from request-time features only"),
+    "model_refused": ("critical", "the endpoint refused a promoted model (corrupt files or another feature list); the previous one keeps serving"),
 }
 MAX_FILE_BYTES = 20_000_000  # the JSON-lines sink rotates once (alerts.jsonl.1) past this
 MAX_DETAIL_CHARS = 4_000  # a detail value is cut here: an alert carries evidence, not payloads

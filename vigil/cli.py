@@ -153,6 +153,27 @@ def reports_cmd(a: argparse.Namespace) -> None:
         pass
 
 
+def keys_cmd(a: argparse.Namespace) -> None:
+    """API keys of the scoring endpoint: the plain key is printed once, only its hash is kept."""
+    from vigil import api_keys
+    from vigil.settings import Settings
+
+    path = Settings.from_env().keys_file()
+    try:
+        if a.action == "create":
+            print(api_keys.create(path, a.name))
+            print(f"key {a.name!r} stored (hashed) in {path}; send it as 'Authorization: Bearer <key>'", file=sys.stderr)
+        elif a.action == "revoke":
+            if not api_keys.revoke(path, a.name):
+                raise SystemExit(f"no key named {a.name!r} in {path}")
+            print(f"revoked {a.name!r}; the endpoint refuses it within a second")
+        else:
+            for k in api_keys.read(path):
+                print(f"{k['name']}\tcreated {k.get('created_at', '?')}")
+    except api_keys.KeyError_ as exc:
+        raise SystemExit(str(exc)) from None
+
+
 def simulate_cmd(a: argparse.Namespace) -> None:
     from vigil.simulator import simulate, write_landing
 
@@ -252,6 +273,11 @@ def main(argv: list[str] | None = None) -> None:
     rp.set_defaults(fn=reproduce_cmd)
 
     rs = sub.add_parser("reports", help="serve the drift reports over HTTP on 127.0.0.1 (the Dagster UI links here)")
+    ky = sub.add_parser("keys", help="API keys of the scoring endpoint: create (printed once), list, revoke")
+    ky.add_argument("action", choices=["create", "list", "revoke"])
+    ky.add_argument("name", nargs="?", default="default")
+    ky.set_defaults(fn=keys_cmd)
+
     rs.add_argument("--port", type=int, default=3002)
     rs.add_argument("--home")
     rs.set_defaults(fn=reports_cmd)

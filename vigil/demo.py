@@ -47,6 +47,8 @@ def environment(home: Path, start: date, end: date) -> dict:
         "BENTOML_HOME": str(home / "bentoml"),
         "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
     })
+    env.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    env.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
     return env
 
 
@@ -168,8 +170,13 @@ def demo(a: argparse.Namespace) -> dict:
     say(f"  promoted {prod['tag']}: Handbook protocol AUC {pm['handbook_auc']:.3f}, AP {pm['handbook_average_precision']:.3f}, "
         f"CP@100 {pm['handbook_card_precision_at_100']:.3f}")
 
-    # 3. Dagster (webserver + daemon) and the endpoint
+    # 3. Dagster (webserver + daemon) and the endpoint, which answers only with an API key
+    from vigil import api_keys
+
     t0 = time.perf_counter()
+    keys_file = Settings.from_env(env).keys_file()
+    api_keys.revoke(keys_file, "demo")
+    a.api_key = api_keys.create(keys_file, "demo")
     dport, sport = free_port(a.dagster_port), free_port(a.serving_port)
     from vigil.reports import serve_in_thread
 
@@ -194,7 +201,7 @@ def demo(a: argparse.Namespace) -> dict:
         frame = tx.loc[tx["tx_datetime"].dt.date == replay_day, TX_COLUMNS]
         bodies = to_requests(frame)
         say(f"replaying {replay_day} as HTTP traffic: {len(bodies):,} requests")
-        stats = replay(serving_url, bodies, concurrency=a.concurrency,
+        stats = replay(serving_url, bodies, concurrency=a.concurrency, api_key=a.api_key,
                        progress=lambda n, total: say(f"  {n:,}/{total:,} requests"))
         rs = stats.summary()
         say(f"  {rs['ok']:,} ok, {rs['client_errors']} 4xx, {rs['server_errors']} 5xx; p50 {rs['p50_ms']:.2f} ms, p99 {rs['p99_ms']:.2f} ms "
@@ -242,6 +249,7 @@ def demo(a: argparse.Namespace) -> dict:
             "drift_report": drift.get("url") or drift.get("html"),
             "retraining": retraining,
             "loop": loop_summary(a, sim, replay_day, drift, retraining),
+            "api_key": a.api_key,  # created for this demo (hashed in its home); curl -H "Authorization: Bearer <key>"
             "urls": {"dagster": dagster_url, "serving": serving_url, "score": f"{serving_url}/score", "metrics": f"{serving_url}/metrics",
                      "reports": reports_url},
             "vigil_home": str(home),
@@ -289,7 +297,7 @@ def roll_out(paths, serving_url: str, sim, a, t_file: float) -> dict:
     say(f"rolling {cand} out beside {state['champion']}: {day}'s {len(bodies):,} requests at {rate:.0f}/s while the "
         f"rollout sensor judges each step")
     done, stats = threading.Event(), {}
-    sender = threading.Thread(target=lambda: stats.update(r=replay(serving_url, bodies, a.concurrency, rate, stop=done)),
+    sender = threading.Thread(target=lambda: stats.update(r=replay(serving_url, bodies, a.concurrency, rate, stop=done, api_key=a.api_key)),
                               daemon=True)
     sender.start()
     result, promoted_s, seen = "in progress", None, None

@@ -259,8 +259,11 @@ def history_days(day: date) -> list[date]:
 
 
 def is_fresh(as_of_epoch: float | None, request_epoch: float) -> bool:
-    """Vigil's TTL rule, the same as Feast's point-in-time TTL: a snapshot at most one day old."""
-    return as_of_epoch is not None and not np.isnan(as_of_epoch) and request_epoch - as_of_epoch <= FEATURE_TTL.total_seconds()
+    """Vigil's TTL rule, the same as Feast's point-in-time TTL: a snapshot at most one day old, and
+    not from the request's future (a request dated before the snapshot it would see is not scored
+    with what happened after it: its features are stale)."""
+    return (as_of_epoch is not None and not np.isnan(as_of_epoch)
+            and 0 <= request_epoch - as_of_epoch <= FEATURE_TTL.total_seconds())
 
 
 def _no_gaps(paths, days: list[date]) -> None:

@@ -86,6 +86,7 @@ def endpoint_env(root: Path, base: dict | None = None, extra: dict | None = None
     env = dict(os.environ if base is None else base)
     pythonpath = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update({"VIGIL_HOME": str(root), "BENTOML_HOME": str(Path(root) / "bentoml"), "PYTHONPATH": pythonpath})
+    env.setdefault("BENTOML_DO_NOT_TRACK", "True")  # BentoML's usage tracking calls home; a user opts in, not out
     return {**env, **(extra or {})}
 
 

@@ -7,7 +7,9 @@ This is the only module of the core that imports bentoml.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
@@ -18,6 +20,8 @@ from vigil.config import Paths
 from vigil.model import FraudModel
 from vigil.policy import DecisionPolicy
 from vigil.registry_db import POINTER
+
+log = logging.getLogger("vigil.registry")
 
 MODEL_NAME = "vigil-fraud"
 
@@ -65,6 +69,7 @@ def register(paths: Paths, model: FraudModel, policy: DecisionPolicy, metadata: 
         model.save(Path(m.path))
         for f in extra_files or []:
             shutil.copyfile(f, Path(m.path) / Path(f).name)
+        write_manifest(Path(m.path))
     tag = str(m.tag)
     _record(paths, tag, meta, reason, actor)
     return tag
@@ -103,9 +108,60 @@ def model_info(paths: Paths, tag: str) -> dict:
     return {"tag": str(m.tag), "path": m.path, "metadata": dict(m.info.metadata), "labels": dict(m.info.labels)}
 
 
+MANIFEST = "SHA256SUMS"
+
+
+class CorruptModel(RuntimeError):
+    """A model's files do not match the hashes written when it was registered, or its feature list
+    is not the one this code assembles: refused, never loaded."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """``sha256  name`` for every file of a model version, written once at registration."""
+    lines = [f"{_sha256(f)}  {f.name}" for f in sorted(Path(folder).iterdir()) if f.is_file() and f.name != MANIFEST]
+    (Path(folder) / MANIFEST).write_text("\n".join(lines) + "\n")
+
+
+def verify(folder: Path) -> bool:
+    """Every file the manifest lists is there with its hash; False when there is no manifest (a
+    version registered before manifests existed: loaded, and said so); CorruptModel otherwise."""
+    manifest = Path(folder) / MANIFEST
+    if not manifest.exists():
+        return False
+    for line in manifest.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        f = Path(folder) / name
+        if not f.is_file():
+            raise CorruptModel(f"{folder}: {name} is missing")
+        if _sha256(f) != digest:
+            raise CorruptModel(f"{folder}: {name} does not match its registered SHA-256 (corrupt or changed)")
+    return True
+
+
 def load(paths: Paths, tag: str) -> tuple[FraudModel, DecisionPolicy, dict]:
+    """A model version, its policy and its record, after checking its files against their hashes
+    and its feature list against the one this code assembles (:class:`CorruptModel` otherwise)."""
+    from vigil.features import MODEL_FEATURES
+
     info = model_info(paths, tag)
-    return FraudModel.load(Path(info["path"])), DecisionPolicy.from_dict(info["metadata"]["policy"]), info
+    folder = Path(info["path"])
+    if not verify(folder):
+        log.warning("model %s has no %s (registered before hashes were kept): loaded unchecked", tag, MANIFEST)
+    model = FraudModel.load(folder)
+    if list(model.features) != list(MODEL_FEATURES):
+        extra, missing = set(model.features) - set(MODEL_FEATURES), set(MODEL_FEATURES) - set(model.features)
+        raise CorruptModel(f"model {tag} was trained on other features than this code assembles "
+                           f"(only in the model: {sorted(extra) or '-'}; only here: {sorted(missing) or '-'}; "
+                           "or another order): refused")
+    return model, DecisionPolicy.from_dict(info["metadata"]["policy"]), info
 
 
 def promote(paths: Paths, tag: str, reason: str, stage: str = "production", actor: str | None = None) -> dict:

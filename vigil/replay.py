@@ -50,12 +50,13 @@ def to_requests(frame: pd.DataFrame) -> list[dict]:
 
 
 def replay(url: str, bodies: list[dict], concurrency: int = 4, rate: float | None = None, progress=None,
-           stop: threading.Event | None = None) -> ReplayStats:
-    """POST each body to ``{url}/score``; ``rate`` (requests/s) paces the sends, None = as fast as
-    possible; once ``stop`` is set the remaining bodies are not sent."""
+           stop: threading.Event | None = None, api_key: str = "") -> ReplayStats:
+    """POST each body to ``{url}/score`` with the API key; ``rate`` (requests/s) paces the sends,
+    None = as fast as possible; once ``stop`` is set the remaining bodies are not sent."""
     import httpx
 
     stats = ReplayStats()
+    headers = {"content-type": "application/json", **({"authorization": f"Bearer {api_key}"} if api_key else {})}
     lock = threading.Lock()
     local = threading.local()
     t_start = time.perf_counter()
@@ -73,7 +74,7 @@ def replay(url: str, bodies: list[dict], concurrency: int = 4, rate: float | Non
             client = local.client = httpx.Client(base_url=url, timeout=10)
         t0 = time.perf_counter()
         try:
-            r = client.post("/score", content=json.dumps(body), headers={"content-type": "application/json"})
+            r = client.post("/score", content=json.dumps(body), headers=headers)
             code = r.status_code
         except httpx.HTTPError:
             code = 599

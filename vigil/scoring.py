@@ -9,8 +9,10 @@ time; training assembles the same columns through :mod:`vigil.training` with the
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -72,10 +74,14 @@ class Scorer:
         self._pointer_mtime = 0.0
         self.rollout: Rollout | None = None
         self._last_error = ""
+        self._alerted: set[tuple[str, str]] = set()
         self._rollout_mtime = 0.0
         self._stop = threading.Event()
-        self.counters = {**{f"stale_{v.name}": 0 for v in FEATURE_VIEWS}, "scored": 0}
-        self.reload()
+        self.counters = {**{f"stale_{v.name}": 0 for v in FEATURE_VIEWS}, "scored": 0, "degraded": 0}
+        try:
+            self.reload()
+        except Exception as exc:  # a corrupt production model: not ready (503), retried at every poll
+            self._log_once(f"model load failed ({exc}); not serving until a loadable model is promoted")
 
     # -- model lifecycle -------------------------------------------------------------------
     def reload(self) -> bool:
@@ -94,7 +100,7 @@ class Scorer:
             return False
         entry = registry.current(self.paths)
         if self.deployed is None or entry["tag"] != self.deployed.tag:
-            model, policy, _ = registry.load(self.paths, entry["tag"])
+            model, policy, _ = self._load(entry["tag"])
             self.deployed = Deployed(entry["tag"], model, policy, entry["at"])
             log.info("serving model %s", entry["tag"])
         self._pointer_mtime = mtime
@@ -121,12 +127,38 @@ class Scorer:
         if current is not None and current.candidate.tag == state["candidate"]:
             cand, rlog = current.candidate, current.log
         else:
-            model, policy, _ = registry.load(self.paths, state["candidate"])
+            model, policy, _ = self._load(state["candidate"])
             cand = Deployed(state["candidate"], model, policy, state["started_at"])
             rlog = rollout.RolloutLog(rollout.log_folder(self.paths, state["candidate"]))
         self.rollout = Rollout(state["stage"], float(state["percent"]), cand, rlog)
         self._rollout_mtime = mtime
         log.info("rollout: %s at %s %s %%", cand.tag, state["stage"], state["percent"])
+
+    def _alert(self, name: str, episode: str, summary: str, details: dict) -> None:
+        """Raise an alert once per (name, episode) in this process, off the request path (a slow
+        webhook must not slow scoring); the alerter dedupes across processes."""
+        if (name, episode) in self._alerted:
+            return
+        if len(self._alerted) > 1_000:
+            self._alerted.clear()
+        self._alerted.add((name, episode))
+
+        def send():
+            from vigil.alerts import Alert, alerter_for
+
+            try:
+                alerter_for(self.paths.root).raise_alert(Alert(name, episode, summary, details))
+            except Exception as exc:
+                log.warning("alert %s could not be raised: %s", name, exc)
+
+        threading.Thread(target=send, name=f"vigil-alert-{name}", daemon=True).start()
+
+    def _load(self, tag: str):
+        try:
+            return registry.load(self.paths, tag)
+        except registry.CorruptModel as exc:
+            self._alert("model_refused", tag, f"the endpoint refused model {tag}", {"model": tag, "why": str(exc)})
+            raise
 
     def _log_once(self, message: str) -> None:
         """A failure that repeats every poll is logged once, not every 2 s (bounded log volume)."""
@@ -154,8 +186,11 @@ class Scorer:
             self.log.close()
 
     # -- features --------------------------------------------------------------------------
-    def assemble(self, requests: list[dict]) -> tuple[np.ndarray, list[list[str]]]:
-        """Feature matrix in ``MODEL_FEATURES`` order; stale or missing snapshots become NaN."""
+    def assemble(self, requests: list[dict]) -> tuple[np.ndarray, list[list[str]], bool]:
+        """Feature matrix in ``MODEL_FEATURES`` order; stale or missing snapshots become NaN. When
+        the online store cannot be read, every view is missing (NaN, the value the model was trained
+        to see for "no snapshot") and the batch is ``degraded``: answered, flagged, never failed."""
+        degraded = False
         n = len(requests)
         epoch = np.array([int(r["tx_datetime"].replace(tzinfo=timezone.utc).timestamp()) for r in requests], dtype=np.int64)
         amount = np.array([r["tx_amount"] for r in requests], dtype=np.float64)
@@ -164,7 +199,12 @@ class Scorer:
         first = offset = len(REQUEST_FEATURES)
         for spec in FEATURE_VIEWS:  # MODEL_FEATURES order: request-time, then each view's features
             names = spec.features
-            rows = self.reader.read(spec.name, [r[spec.key] for r in requests])
+            try:
+                rows = self.reader.read(spec.name, [r[spec.key] for r in requests])
+            except Exception as exc:  # the store is down or refuses: a defined answer, not a 500
+                self._log_once(f"online store read of {spec.name} failed ({type(exc).__name__}: {exc}); "
+                               "scoring degraded, without its features")
+                rows, degraded = [None] * n, True
             for i, row in enumerate(rows):
                 if row is not None and is_fresh(row.get(spec.asof), epoch[i]):
                     x[i, offset : offset + len(names)] = [row.get(f, np.nan) for f in names]
@@ -173,8 +213,18 @@ class Scorer:
                     self.counters[f"stale_{spec.name}"] += 1
             offset += len(names)
         x[:, :first] = request_features(epoch, amount, x[:, AVG_30D], x[:, STD_30D])
-        x[:, INTRADAY:INTRADAY + len(INTRADAY_FEATURES)] = self.intraday_step(requests, epoch, amount)
-        return x, stale
+        try:
+            x[:, INTRADAY:INTRADAY + len(INTRADAY_FEATURES)] = self.intraday_step(requests, epoch, amount)
+        except Exception as exc:
+            self._log_once(f"online store intraday step failed ({type(exc).__name__}: {exc}); scoring degraded")
+            x[:, INTRADAY:INTRADAY + len(INTRADAY_FEATURES)] = (0.0, 0.0, 0.0, np.nan)  # "nothing earlier today"
+            degraded = True
+        if degraded:
+            self.counters["degraded"] += n
+            self._alert("serving_degraded", datetime.now(timezone.utc).strftime("%Y-%m-%dT%H"),
+                        f"the endpoint cannot read the online store: {self._last_error[:300]}",
+                        {"requests_degraded_so_far": self.counters["degraded"], "pid": os.getpid()})
+        return x, stale, degraded
 
     def intraday_step(self, requests: list[dict], epoch: np.ndarray, amount: np.ndarray) -> np.ndarray:
         """The intraday features of each request from its card's list of today's transactions in the
@@ -206,7 +256,8 @@ class Scorer:
         ro = self.rollout  # one read: a step that moves mid-request does not split this batch
         t0 = time.perf_counter()
         requests = [{**r, "tx_datetime": utc_naive(r["tx_datetime"])} for r in requests]
-        x, stale = self.assemble(requests)
+        x, stale, degraded = self.assemble(requests)
+        request_id = uuid.uuid4().hex
         t1 = time.perf_counter()
         scores = deployed.model.predict(x)
         n = len(requests)
@@ -251,10 +302,12 @@ class Scorer:
                 "transaction_id": r["transaction_id"],
                 "fraud_score": s,
                 "decision": answer[i].policy.decide(s),
-                "reasons": answer[i].policy.reasons(s, feats, stale[i]),
+                "reasons": answer[i].policy.reasons(s, feats, stale[i]) + (["ONLINE_STORE_UNAVAILABLE"] if degraded else []),
                 "stale_features": stale[i],
+                "degraded": degraded,
                 "model_version": answer[i].tag,
                 "variant": variant[i],
+                "request_id": request_id,
             })
         latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         for resp in out:

@@ -51,6 +51,16 @@ class Settings:
     retrain_strategy: str = "rollout"  # VIGIL_RETRAIN_STRATEGY: how a triggered retraining deploys (rollout, direct)
     rollout_min_requests: int = 200  # VIGIL_ROLLOUT_MIN_REQUESTS: candidate requests before a rollout step is judged
     rollout_min_seconds: int = 30  # VIGIL_ROLLOUT_MIN_SECONDS: seconds before a rollout step is judged
+    # the endpoint's guard (serving/guard.py): what one request may carry and how often
+    api_keys_file: Path | None = None  # VIGIL_API_KEYS_FILE: hashed API keys (default <home>/serving/api_keys.json)
+    serving_max_body_bytes: int = 4 * 1024 * 1024  # VIGIL_SERVING_MAX_BODY_BYTES: larger bodies get a 413
+    serving_max_batch: int = 10_000  # VIGIL_SERVING_MAX_BATCH: transactions in one /score_batch (413 above)
+    serving_rate_limit: int = 2_000  # VIGIL_SERVING_RATE_LIMIT: requests per second per key (429 above)
+    serving_body_timeout: int = 10  # VIGIL_SERVING_BODY_TIMEOUT: seconds to receive a body (408 after)
+    serving_max_future_seconds: int = 300  # VIGIL_SERVING_MAX_FUTURE_SECONDS: clock skew a tx_datetime may have
+    serving_oldest: date = date(2000, 1, 1)  # VIGIL_SERVING_OLDEST: older tx_datetime values are refused
+    serving_workers: int = 1  # VIGIL_SERVING_WORKERS: endpoint processes
+    serving_threads: int = 4  # VIGIL_SERVING_THREADS: handler threads per process
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -82,6 +92,12 @@ class Settings:
             raise SettingsError(f"VIGIL_SOURCE_LOOKBACK_DAYS must be a whole number of days from 1 to 3660; got {lookback!r}")
         feast_config = get("VIGIL_FEAST_CONFIG", "")
 
+        def day(name: str, default: str) -> date:
+            try:
+                return date.fromisoformat(get(name, default))
+            except ValueError as exc:
+                raise SettingsError(f"{name} must be a date YYYY-MM-DD; got {env.get(name)!r}") from exc
+
         def whole(name: str, default: str, low: int, high: int) -> int:
             v = get(name, default)
             if not v.isdigit() or not low <= int(v) <= high:
@@ -106,6 +122,15 @@ class Settings:
             retrain_strategy=choice("VIGIL_RETRAIN_STRATEGY", "rollout", ("rollout", "direct")),
             rollout_min_requests=whole("VIGIL_ROLLOUT_MIN_REQUESTS", "200", 1, 1_000_000),
             rollout_min_seconds=whole("VIGIL_ROLLOUT_MIN_SECONDS", "30", 0, 86_400),
+            api_keys_file=Path(get("VIGIL_API_KEYS_FILE", "")).resolve() if get("VIGIL_API_KEYS_FILE", "") else None,
+            serving_max_body_bytes=whole("VIGIL_SERVING_MAX_BODY_BYTES", str(4 * 1024 * 1024), 1024, 256 * 1024 * 1024),
+            serving_max_batch=whole("VIGIL_SERVING_MAX_BATCH", "10000", 1, 1_000_000),
+            serving_rate_limit=whole("VIGIL_SERVING_RATE_LIMIT", "2000", 1, 1_000_000),
+            serving_body_timeout=whole("VIGIL_SERVING_BODY_TIMEOUT", "10", 1, 600),
+            serving_max_future_seconds=whole("VIGIL_SERVING_MAX_FUTURE_SECONDS", "300", 0, 86_400),
+            serving_oldest=day("VIGIL_SERVING_OLDEST", "2000-01-01"),
+            serving_workers=whole("VIGIL_SERVING_WORKERS", "1", 1, 64),
+            serving_threads=whole("VIGIL_SERVING_THREADS", "4", 1, 256),
         )
 
     def deploy_config(self) -> dict:
@@ -113,6 +138,9 @@ class Settings:
         return {"ops": {"production_model": {"config": {"strategy": self.retrain_strategy,
                                                         "min_requests": self.rollout_min_requests,
                                                         "min_seconds": float(self.rollout_min_seconds)}}}}
+
+    def keys_file(self) -> Path:
+        return self.api_keys_file or self.home / "serving" / "api_keys.json"
 
     def as_env(self) -> dict[str, str]:
         """The settings as ``VIGIL_*`` variables, for a child process (an endpoint, a Dagster run)."""

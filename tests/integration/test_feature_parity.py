@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import copy_home, env_set, profile_env, replay_bodies
+from tests.conftest import AUTH, copy_home, env_set, profile_env, replay_bodies
 from vigil import config, lake, prediction_log
 from vigil.features import CUSTOMER_FEATURES, MODEL_FEATURES, TERMINAL_FEATURES, build_snapshots
 
@@ -28,7 +28,7 @@ def test_production_profile_parity_through_the_real_endpoint(production_server, 
 
     home = production_home
     bodies = replay_bodies(home, 200)
-    with httpx.Client(base_url=production_server) as c:
+    with httpx.Client(base_url=production_server, headers=AUTH) as c:
         for b in bodies:
             r = c.post("/score", json=b)
             assert r.status_code == 200, r.text

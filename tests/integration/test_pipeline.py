@@ -102,7 +102,7 @@ def test_a_rejected_candidate_is_not_registered_and_the_champion_keeps_serving(p
     the champion."""
     import httpx
 
-    from tests.conftest import replay_bodies
+    from tests.conftest import AUTH, replay_bodies
 
     paths, defs = pipeline_home["paths"], pipeline_home["defs"]
     champion = registry.current(paths)["tag"]
@@ -125,7 +125,7 @@ def test_a_rejected_candidate_is_not_registered_and_the_champion_keeps_serving(p
     from vigil.status import render_status, status
 
     assert f"rejected     {rejected[-1]['tag']}" in render_status(status(paths))  # what `vigil status` prints
-    r = httpx.post(f"{server}/score", json=replay_bodies(pipeline_home, 1)[0])
+    r = httpx.post(f"{server}/score", json=replay_bodies(pipeline_home, 1)[0], headers=AUTH)
     assert r.status_code == 200 and r.json()["model_version"] == champion
 
     # A person is told: the check sensor reads the failed evaluation and raises gate_failed once;

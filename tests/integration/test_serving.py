@@ -1,14 +1,17 @@
 """The real BentoML server over loopback HTTP, and the same service in process through to_asgi()."""
 
+import json
 import time
+from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import replay_bodies
-from vigil import prediction_log, registry
+from tests.conftest import AUTH, allow_test_key, replay_bodies
+from vigil import alerts, prediction_log, registry
 from vigil.features import CUSTOMER_FEATURES
 
 pytestmark = pytest.mark.integration
@@ -16,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def test_score_one_transaction(server, pipeline_home):
     body = replay_bodies(pipeline_home, 1)[0]
-    r = httpx.post(f"{server}/score", json=body)
+    r = httpx.post(f"{server}/score", json=body, headers=AUTH)
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["transaction_id"] == body["transaction_id"]
@@ -35,7 +38,7 @@ def test_score_one_transaction(server, pipeline_home):
 ])
 def test_bad_requests_get_a_400_naming_the_field(server, pipeline_home, change, field):
     body = {**replay_bodies(pipeline_home, 1)[0], **change}
-    r = httpx.post(f"{server}/score", json=body)
+    r = httpx.post(f"{server}/score", json=body, headers=AUTH)
     assert r.status_code == 400
     assert field in r.text
 
@@ -43,15 +46,15 @@ def test_bad_requests_get_a_400_naming_the_field(server, pipeline_home, change, 
 def test_missing_field_and_bad_json(server, pipeline_home):
     body = replay_bodies(pipeline_home, 1)[0]
     body.pop("customer_id")
-    r = httpx.post(f"{server}/score", json=body)
+    r = httpx.post(f"{server}/score", json=body, headers=AUTH)
     assert r.status_code == 400 and "customer_id" in r.text
-    r = httpx.post(f"{server}/score", content=b"{not json", headers={"content-type": "application/json"})
+    r = httpx.post(f"{server}/score", content=b"{not json", headers={"content-type": "application/json", **AUTH})
     assert r.status_code == 400
 
 
 def test_batch_equals_single_and_everything_is_logged(server, pipeline_home):
     bodies = replay_bodies(pipeline_home, 30)
-    with httpx.Client(base_url=server) as c:
+    with httpx.Client(base_url=server, headers=AUTH) as c:
         single = [c.post("/score", json=b).json() for b in bodies]
         batch = c.post("/score_batch", json={"transactions": bodies})
     assert batch.status_code == 200
@@ -69,7 +72,7 @@ def test_served_features_equal_point_in_time_training_features(server, pipeline_
     from vigil.training import model_features
 
     bodies = replay_bodies(pipeline_home, 200)
-    with httpx.Client(base_url=server) as c:
+    with httpx.Client(base_url=server, headers=AUTH) as c:
         for b in bodies:
             assert c.post("/score", json=b).status_code == 200
     logged = prediction_log.read_day(pipeline_home["paths"].predictions, pipeline_home["replay_day"])
@@ -87,8 +90,73 @@ def test_served_features_equal_point_in_time_training_features(server, pipeline_
 
 def test_readiness_and_metrics(server):
     assert httpx.get(f"{server}/readyz").status_code == 200
-    m = httpx.get(f"{server}/metrics").text
-    assert "vigil_decisions" in m and "bentoml_service_request_duration_seconds" in m
+    for i in range(20):  # unknown paths: 404, and no label of their own in /metrics
+        assert httpx.get(f"{server}/probe-{i}", headers=AUTH).status_code == 404
+    m = httpx.get(f"{server}/metrics", headers=AUTH).text
+    assert "vigil_decisions" in m and 'vigil_http_request_seconds_bucket{le="0.005",route="/score"}' in m
+    assert "probe-" not in m and 'route="other"' in m
+
+
+@pytest.mark.parametrize("path,method", [("/score", "post"), ("/score_batch", "post"), ("/model_info", "post"),
+                                         ("/metrics", "get"), ("/docs.json", "get"), ("/", "get")])
+def test_nothing_but_probes_answers_without_a_key(server, path, method):
+    r = getattr(httpx, method)(f"{server}{path}", **({"json": {}} if method == "post" else {}))
+    assert r.status_code == 401 and r.json()["error"] == "missing or unknown API key"
+    r = getattr(httpx, method)(f"{server}{path}", headers={"authorization": "Bearer vgl_wrong"},
+                               **({"json": {}} if method == "post" else {}))
+    assert r.status_code == 401
+    assert httpx.get(f"{server}/livez").status_code == 200 and httpx.get(f"{server}/readyz").status_code == 200
+
+
+def test_hostile_requests_get_specific_4xx_and_break_nothing(server, pipeline_home):
+    """Regressions of what a hostile client found (issue 14): each gets a specific 4xx, nothing is
+    logged for it, no traceback reaches the server log, and the endpoint keeps serving."""
+    paths = pipeline_home["paths"]
+    body = replay_bodies(pipeline_home, 1)[0]
+    log_file = paths.root / "serving-test.log"
+    log_before = log_file.read_text()
+    predictions_before = sorted(p.name for p in paths.predictions.iterdir())
+    cases = [
+        ({**body, "customer_id": 2**63}, 400, "customer_id"),  # was a 500 in the Feast int64 key
+        ({**body, "transaction_id": 2**64}, 400, "transaction_id"),  # was logged, then broke the daily run
+        ({**body, "transaction_id": "17"}, 400, "transaction_id"),
+        ({**body, "terminal_id": True}, 400, "terminal_id"),
+        ({**body, "customer_id": 17.0}, 400, "customer_id"),
+        ({**body, "tx_datetime": "0001-01-01T00:00:00+14:00"}, 400, "tx_datetime"),  # was an OverflowError 500
+        ({**body, "tx_datetime": "1970-01-01T00:00:00"}, 400, "tx_datetime"),
+        ({**body, "tx_datetime": "2999-01-01T00:00:00"}, 400, "tx_datetime"),
+        ({**body, "tx_datetime": 1_700_000_000}, 400, "tx_datetime"),
+    ]
+    with httpx.Client(base_url=server, headers=AUTH, timeout=30) as c:
+        for sent, status, field in cases:
+            r = c.post("/score", json=sent)
+            assert r.status_code == status and r.json()["detail"].startswith(field), (sent, r.text)
+        r = c.post("/score", content=b"--x\r\n", headers={"content-type": "multipart/form-data; boundary=x"})
+        assert r.status_code == 415  # was a 500
+        r = c.post("/score", content=json.dumps(body), headers={"content-type": "text/plain"})
+        assert r.status_code == 415
+        r = c.post("/score", content=b"[" + b"1," * (3 * 1024 * 1024) + b"1]", headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "VIGIL_SERVING_MAX_BODY_BYTES" in r.json()["detail"]
+        r = c.post("/score_batch", json={"transactions": [body] * 10_001})
+        assert r.status_code == 413 and "VIGIL_SERVING_MAX_BATCH" in r.json()["detail"]
+        r = c.post("/score_batch", json={"transactions": [{**body, "customer_id": "x"}] * 5_000})
+        assert r.status_code == 400 and len(r.content) < 1_000 and "4995 more" in r.text  # was a 1.6 MB body
+        assert c.post("/score", json=body).status_code == 200
+    assert sorted(p.name for p in paths.predictions.iterdir()) == predictions_before  # no folder for year 1 or 2999
+    new_log = log_file.read_text()[len(log_before):]
+    assert "Traceback" not in new_log and "ERROR" not in new_log
+    assert new_log.count("400 POST /score:") == len(cases)
+
+
+def test_the_served_openapi_validates_and_describes_the_guard(server):
+    from openapi_spec_validator import validate
+
+    doc = httpx.get(f"{server}/docs.json", headers=AUTH).json()
+    validate(doc)
+    score = doc["paths"]["/score"]["post"]
+    assert {"200", "400", "401", "413", "415", "429"} <= set(score["responses"])
+    ids = doc["components"]["schemas"]
+    assert json.dumps(doc).count('"maximum": 9223372036854775807') >= 3 and "ClientError" in ids
 
 
 def test_new_promotion_is_picked_up_without_restart(server, pipeline_home):
@@ -98,7 +166,7 @@ def test_new_promotion_is_picked_up_without_restart(server, pipeline_home):
     new_tag = registry.register(paths, model, policy, {**info["metadata"], "note": "hot-swap test"})
     body = replay_bodies(pipeline_home, 1)[0]
     codes = []
-    with httpx.Client(base_url=server) as c:
+    with httpx.Client(base_url=server, headers=AUTH) as c:
         registry.promote(paths, new_tag, reason="hot-swap test")
         deadline = time.time() + 20
         seen = None
@@ -118,9 +186,177 @@ def test_in_process_through_to_asgi(pipeline_home):
 
     from serving.service import FraudScorer
 
+    allow_test_key(pipeline_home["paths"].root)
     body = replay_bodies(pipeline_home, 1)[0]
-    with TestClient(FraudScorer.to_asgi()) as c:
+    with TestClient(FraudScorer.to_asgi(), headers=AUTH) as c:
         ok = c.post("/score", json=body)
         bad = c.post("/score", json={**body, "tx_amount": 0})
     assert ok.status_code == 200 and ok.json()["transaction_id"] == body["transaction_id"]
     assert bad.status_code == 400 and "tx_amount" in bad.text
+
+
+def test_rate_limit_per_key_in_process(pipeline_home, monkeypatch):
+    from starlette.testclient import TestClient
+
+    from serving.service import FraudScorer
+
+    monkeypatch.setenv("VIGIL_SERVING_RATE_LIMIT", "5")
+    allow_test_key(pipeline_home["paths"].root)
+    body = replay_bodies(pipeline_home, 1)[0]
+    with TestClient(FraudScorer.to_asgi(), headers=AUTH) as c:
+        codes = [c.post("/score", json=body).status_code for _ in range(12)]
+        r = c.post("/score", json=body)
+    assert codes.count(200) >= 5 and 429 in codes
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+
+
+def _served_tag(server) -> str:
+    return httpx.post(f"{server}/model_info", json={}, headers=AUTH, timeout=5).json()["model_version"]
+
+
+@pytest.mark.parametrize("damage", ["corrupt_file", "other_features"])
+def test_a_damaged_model_is_refused_and_the_current_one_keeps_serving(server, pipeline_home, damage):
+    from vigil.model import FraudModel
+
+    paths = pipeline_home["paths"]
+    current = registry.current(paths)
+    model, policy, info = registry.load(paths, current["tag"])
+    if damage == "other_features":  # trained on another feature list (here: another order)
+        model = FraudModel(list(reversed(model.features)), model.fill_values[::-1], model.booster)
+    bad = registry.register(paths, model, policy, {**info["metadata"], "note": f"damaged: {damage}"})
+    folder = Path(registry.model_info(paths, bad)["path"])
+    if damage == "corrupt_file":
+        victim = max((f for f in folder.iterdir() if f.name != registry.MANIFEST and f.suffix != ".yaml"),
+                     key=lambda f: f.stat().st_size)
+        victim.write_bytes(victim.read_bytes()[:-64] + b"\0" * 64)
+    with pytest.raises(registry.CorruptModel):
+        registry.load(paths, bad)
+    log_file = paths.root / "serving-test.log"
+    before = len(log_file.read_text())
+    try:
+        with httpx.Client(base_url=server, headers=AUTH) as c:
+            registry.promote(paths, bad, reason=f"test: {damage}")
+            deadline, codes = time.time() + 6, []
+            while time.time() < deadline:  # past two polls of the pointer
+                r = c.post("/score", json=replay_bodies(pipeline_home, 1)[0])
+                codes.append(r.status_code)
+                assert r.json()["model_version"] == current["tag"]
+                time.sleep(0.2)
+        assert set(codes) == {200}
+        assert ("does not match its registered SHA-256" if damage == "corrupt_file" else "other features") \
+            in log_file.read_text()[before:]
+        refused = [a for a in alerts.alerter_for(paths.root).recent(100) if a["name"] == "model_refused"]
+        assert [a["episode"] for a in refused].count(bad) == 1
+    finally:
+        registry.promote(paths, current["tag"], reason="restore after damaged-model test")
+
+
+def test_stale_and_unknown_entities_are_flagged_with_a_reason_and_counted(server, pipeline_home):
+    body = replay_bodies(pipeline_home, 1)[0]
+    ts = pd.Timestamp(body["tx_datetime"])
+    with httpx.Client(base_url=server, headers=AUTH) as c:
+        unknown = c.post("/score", json={**body, "customer_id": 9_000_000_000, "terminal_id": 9_000_000_001}).json()
+        stale = c.post("/score", json={**body, "tx_datetime": (ts + pd.Timedelta(days=3)).isoformat()}).json()
+        early = c.post("/score", json={**body, "tx_datetime": (ts - pd.Timedelta(days=5)).isoformat()}).json()
+        metrics = c.get("/metrics").text
+    views = ["customer_spending", "terminal_risk"]
+    for answer in (unknown, stale, early):  # no snapshot / one older than the TTL / one from its future
+        assert answer["stale_features"] == views and not answer["degraded"]
+        assert {f"STALE_FEATURES:{v}" for v in views} <= set(answer["reasons"])
+    assert 'vigil_stale_features_total{view="terminal_risk"}' in metrics
+
+
+def test_an_unreachable_online_store_gives_a_degraded_answer_not_an_error(pipeline_home):
+    """In process (the real Scorer, its store's reads failing): every request is answered from the
+    request-time features, flagged degraded and counted; the production profile's version cuts
+    Redis through a TCP proxy (tests/integration/test_feature_parity.py)."""
+    from vigil.scoring import Scorer
+
+    scorer = Scorer(pipeline_home["paths"], log_predictions=False)
+
+    def down(*a, **k):
+        raise ConnectionError("online store unreachable (test)")
+
+    scorer.reader.read = down
+    scorer.intraday.read = down
+    body = replay_bodies(pipeline_home, 3)
+    for b in body:
+        b["tx_datetime"] = pd.Timestamp(b["tx_datetime"]).to_pydatetime()
+    out = scorer.score(body)
+    assert [o["degraded"] for o in out] == [True] * 3 and all(0 <= o["fraud_score"] <= 1 for o in out)
+    assert all("ONLINE_STORE_UNAVAILABLE" in o["reasons"] for o in out)
+    assert scorer.counters["degraded"] == 3
+    deadline = time.time() + 10
+    while time.time() < deadline and not any(a["name"] == "serving_degraded" for a in alerts.alerter_for(pipeline_home["paths"].root).recent(100)):
+        time.sleep(0.2)
+    raised = [a for a in alerts.alerter_for(pipeline_home["paths"].root).recent(100) if a["name"] == "serving_degraded"]
+    assert len(raised) == 1 and raised[0]["runbook"].endswith("serving_degraded.md")
+    scorer.score(body)  # the same episode: not raised again
+    time.sleep(1)
+    assert len([a for a in alerts.alerter_for(pipeline_home["paths"].root).recent(100) if a["name"] == "serving_degraded"]) == 1
+    scorer.close()
+
+
+def test_kill_9_of_the_worker_under_load_loses_no_answered_prediction(pipeline_home):
+    """Requests run from 4 threads while the serving worker gets SIGKILL; every transaction that
+    got a 200 is in the log. BentoML's arbiter starts a new worker; the client resends everything
+    (its retries), and the daily read keeps each transaction once."""
+    import signal
+    import threading
+
+    import psutil
+
+    from tests.conftest import allow_test_key
+    from vigil.processes import endpoint_env, serve_endpoint
+
+    paths = pipeline_home["paths"]
+    day = pipeline_home["replay_day"] + timedelta(days=1)  # a day of its own: other tests' logs and intraday lists untouched
+    bodies = [{**b, "transaction_id": 10**12 + i,
+               "tx_datetime": (pd.Timestamp(b["tx_datetime"]) + pd.Timedelta(days=1)).isoformat()}
+              for i, b in enumerate(replay_bodies(pipeline_home))]
+    allow_test_key(paths.root)
+    acked, stop = [], threading.Event()
+
+    def load(k):
+        with httpx.Client(base_url=url, headers=AUTH, timeout=5) as c:
+            for b in bodies[k::4]:
+                if stop.is_set():
+                    return
+                try:
+                    if c.post("/score", json=b).status_code == 200:
+                        acked.append(b["transaction_id"])
+                except httpx.HTTPError:
+                    pass
+
+    with serve_endpoint(paths.root, paths.root / "serving-kill.log", env=endpoint_env(paths.root)) as (url, proc):
+        threads = [threading.Thread(target=load, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        while len(acked) < 300:
+            time.sleep(0.05)
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                   if "_bentoml_impl.worker" in " ".join(p.cmdline())]
+        assert workers
+        for w in workers:
+            w.send_signal(signal.SIGKILL)
+        killed_at = len(acked)
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join()
+        logged = prediction_log.read_day(paths.predictions, day)
+        assert killed_at >= 300 and set(acked) <= set(logged["transaction_id"])  # nothing answered is lost
+        deadline = time.time() + 90  # the arbiter starts a new worker
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        with httpx.Client(base_url=url, headers=AUTH, timeout=30) as c:  # the client retries everything
+            for i in range(0, len(bodies), 2000):
+                assert c.post("/score_batch", json={"transactions": bodies[i:i + 2000]}).status_code == 200
+    frame, bad, repeated = prediction_log.read_day_checked(paths.predictions, day)
+    assert sorted(frame["transaction_id"]) == sorted(b["transaction_id"] for b in bodies)
+    assert repeated >= len(set(acked)) and bad == []

@@ -84,6 +84,8 @@ def test_freshness_rule_matches_feast_ttl():
     assert is_fresh(asof, asof + 86_400)
     assert not is_fresh(asof, asof + 86_401)
     assert not is_fresh(None, asof)
+    assert is_fresh(asof, asof)
+    assert not is_fresh(asof, asof - 1)  # a request from before the snapshot: features from its future
 
 
 def test_reported_terminal_risk_by_hand():

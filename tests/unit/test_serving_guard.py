@@ -1,0 +1,185 @@
+"""The endpoint's guard and request schema as pure logic: keys, rate, parsing, the error text,
+the OpenAPI additions; and the prediction log's bounds. The real server is in tests/integration."""
+
+import json
+import os
+import stat
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
+
+from serving.guard import MAX_ERRORS, Bucket, Guard, Refused, describe, openapi
+from serving.schema import MAX_ID, Batch, Transaction
+from vigil import api_keys
+from vigil.prediction_log import PredictionLog, read_day_checked
+from vigil.settings import Settings
+
+TX = TypeAdapter(Transaction)
+GOOD = {"transaction_id": 1, "tx_datetime": "2025-06-01T10:00:00", "customer_id": 2, "terminal_id": 3, "tx_amount": 12.5}
+
+
+def test_keys_are_stored_hashed_0600_and_checked(tmp_path):
+    path = tmp_path / "k" / "keys.json"
+    key = api_keys.create(path, "alice")
+    assert key.startswith("vgl_") and key not in path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    ring = api_keys.KeyRing.load(path)
+    assert ring.check(key) == "alice"
+    assert ring.check(key + "x") is None and ring.check("") is None and ring.check("x" * 10_000) is None
+    with pytest.raises(api_keys.KeyError_, match="exists"):
+        api_keys.create(path, "alice")
+    with pytest.raises(api_keys.KeyError_, match="key name"):
+        api_keys.create(path, "../etc")
+    assert api_keys.revoke(path, "alice") and api_keys.KeyRing.load(path).check(key) is None
+
+
+def test_a_broken_key_file_names_itself(tmp_path):
+    path = tmp_path / "keys.json"
+    path.write_text("{nope")
+    with pytest.raises(api_keys.KeyError_, match=str(path)):
+        api_keys.read(path)
+
+
+def test_token_bucket_allows_its_rate_then_says_how_long_to_wait():
+    b = Bucket(5)
+    assert [b.take() for _ in range(5)] == [0.0] * 5
+    wait = b.take()
+    assert 0 < wait <= 0.2 + 1e-6
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("transaction_id", "17", "valid integer"), ("transaction_id", 17.0, "valid integer"),
+    ("customer_id", True, "valid integer"), ("terminal_id", 2**63, "less than or equal"),
+    ("transaction_id", -1, "greater than or equal"), ("tx_amount", 0, "greater than or equal"),
+    ("tx_amount", "12", "valid number"), ("tx_datetime", 1_700_000_000, "datetime"),
+    ("tx_datetime", "0001-01-01T00:00:00+14:00", "calendar"), ("tx_datetime", "1970-01-01T00:00:00", "before 2000-01-01"),
+    ("tx_datetime", "2999-01-01T00:00:00Z", "in the future"),
+])
+def test_request_schema_refuses_what_the_system_cannot_hold(field, value, needle):
+    with pytest.raises(ValidationError) as exc:
+        TX.validate_json(json.dumps({**GOOD, field: value}))
+    text = describe(exc.value)
+    assert text.startswith(field) and needle in text
+
+
+def test_timestamps_become_naive_utc():
+    t = TX.validate_json(json.dumps({**GOOD, "tx_datetime": "2025-06-01T12:00:00+02:00"}))
+    assert t.tx_datetime == datetime(2025, 6, 1, 10, 0)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    soon = (now + timedelta(seconds=60)).isoformat()
+    assert TX.validate_json(json.dumps({**GOOD, "tx_datetime": soon})).tx_datetime > now
+
+
+def test_a_thousand_bad_items_give_a_short_answer():
+    bad = {"transactions": [{**GOOD, "customer_id": "x"}] * 1000}
+    with pytest.raises(ValidationError) as exc:
+        TypeAdapter(Batch).validate_json(json.dumps(bad))
+    text = describe(exc.value)
+    assert text.count("customer_id") == MAX_ERRORS and "995 more" in text and len(text) < 600
+
+
+def test_guard_counts_a_batch_and_refuses_one_over_the_limit():
+    g = Guard(app=None, settings=Settings.from_env({"VIGIL_SERVING_MAX_BATCH": "3"}), metrics=False)
+    assert g.validate("/score_batch", json.dumps({"transactions": [GOOD] * 3}).encode()) == 3
+    with pytest.raises(Refused) as exc:
+        g.validate("/score_batch", json.dumps({"transactions": [GOOD] * 4}).encode())
+    assert exc.value.status == 413 and "VIGIL_SERVING_MAX_BATCH" in exc.value.detail
+    with pytest.raises(Refused) as exc:
+        g.validate("/score", b"{not json")
+    assert exc.value.status == 400
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(list(GOOD)), st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70), st.floats(allow_nan=True),
+    st.text(max_size=40), st.datetimes(timezones=st.none() | st.just(timezone.utc)).map(lambda d: d.isoformat()))))
+def test_any_body_is_either_valid_or_a_400_naming_a_field(change):
+    """Whatever a client sends in these fields, parsing ends in a valid transaction (ids in int64,
+    amount in range, naive UTC time in the window) or a short error naming a field: never another exception."""
+    body = json.dumps({**GOOD, **change}).encode()
+    try:
+        t = TX.validate_json(body)
+    except ValidationError as exc:
+        text = describe(exc)
+        assert any(text.startswith(f) for f in GOOD) and len(text) < 2000
+        return
+    assert 0 <= t.transaction_id <= MAX_ID and 0 <= t.customer_id <= MAX_ID and 0.01 <= t.tx_amount
+    assert t.tx_datetime.tzinfo is None and t.tx_datetime.year >= 2000
+
+
+def test_openapi_describes_the_guards_answers_and_the_key():
+    doc = openapi({"openapi": "3.0.2", "paths": {"/score": {"post": {"responses": {"200": {}}}},
+                                                 "/readyz": {"get": {"responses": {"200": {}}}}}})
+    score = doc["paths"]["/score"]["post"]
+    assert {"400", "401", "413", "415", "429"} <= set(score["responses"]) and score["security"] == [{"apiKey": []}]
+    assert "security" not in doc["paths"]["/readyz"]["get"]
+
+
+def _record(i: int, day: str) -> dict:
+    return {"transaction_id": i, "tx_datetime": f"{day}T10:00:00", "customer_id": 1, "terminal_id": 2,
+            "fraud_score": 0.1, "decision": "approve", "model_version": "m:1", "served_at": f"2026-01-01T00:00:{i % 60:02d}"}
+
+
+def test_prediction_log_keeps_few_files_open_whatever_days_requests_carry(tmp_path):
+    log = PredictionLog(tmp_path, max_open=4)
+    before = len(os.listdir("/proc/self/fd"))
+    start = date(2001, 1, 1)
+    for i in range(300):
+        log.append(_record(i, (start + timedelta(days=i)).isoformat()))
+    assert len(os.listdir("/proc/self/fd")) - before <= 4
+    log.close()
+    assert len(list(tmp_path.glob("*/*.jsonl"))) == 300
+    f = next(tmp_path.glob("*/*.jsonl"))
+    assert stat.S_IMODE(f.stat().st_mode) == 0o600
+
+
+def test_lines_are_written_before_append_returns(tmp_path):
+    log = PredictionLog(tmp_path, fsync_seconds=60)
+    log.append_many([_record(i, "2025-06-01") for i in range(10)])
+    assert len((tmp_path / "2025-06-01" / f"{os.getpid()}.jsonl").read_text().splitlines()) == 10  # no close needed
+    log.close()
+
+
+def test_bad_and_repeated_log_lines_are_set_aside_not_fatal(tmp_path):
+    day = date(2025, 6, 1)
+    folder = tmp_path / day.isoformat()
+    folder.mkdir()
+    lines = [json.dumps(_record(1, "2025-06-01")), json.dumps(_record(1, "2025-06-01")),  # a client's retry
+             json.dumps({**_record(2, "2025-06-01"), "transaction_id": 2**64}), json.dumps(_record(3, "2025-06-02")),
+             '{"torn', json.dumps(_record(4, "2025-06-01"))]
+    (folder / "1.jsonl").write_text("\n".join(lines) + "\n")
+    frame, bad, repeated = read_day_checked(tmp_path, day)
+    assert sorted(frame["transaction_id"]) == [1, 4] and repeated == 1
+    assert [b["reason"] for b in bad] == ["transaction_id: outside int64", "tx_datetime: not on 2025-06-01",
+                                         "not JSON (torn or corrupt line)"]
+
+
+def test_settings_bound_the_guard():
+    from vigil.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="VIGIL_SERVING_MAX_BATCH"):
+        Settings.from_env({"VIGIL_SERVING_MAX_BATCH": "0"})
+    with pytest.raises(SettingsError, match="VIGIL_SERVING_OLDEST"):
+        Settings.from_env({"VIGIL_SERVING_OLDEST": "yesterday"})
+
+
+
+def test_client_error_log_lines_are_bounded_per_second():
+    from serving.guard import LogBudget
+
+    b = LogBudget(per_second=3)
+    got = [b.allow() for _ in range(10)]
+    assert [a for a, _ in got].count(True) == 3
+
+
+def test_json_schema_idioms_become_openapi_30():
+    from serving.guard import as_openapi_30
+
+    got = as_openapi_30({"properties": {"a": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                                        "b": {"type": "number", "exclusiveMinimum": 0}, "c": {"const": "x"}}})
+    assert got["properties"]["a"] == {"type": "string", "nullable": True}
+    assert got["properties"]["b"] == {"type": "number", "minimum": 0, "exclusiveMinimum": True}
+    assert got["properties"]["c"] == {"enum": ["x"]}
