@@ -9,13 +9,14 @@ request in flight finishes on the model it started with.
 from __future__ import annotations
 
 import logging
+import time
 
 import bentoml
 
 from serving.guard import Guard
 from serving.schema import Amount, Id, Score, Timestamp, Transaction, set_window
 from vigil import config
-from vigil.scoring import ModelUnavailable, Scorer
+from vigil.scoring import ModelUnavailable, Scorer, TooLate
 from vigil.settings import Settings
 
 log = logging.getLogger("vigil.serving")
@@ -48,20 +49,21 @@ class ServiceUnavailable(bentoml.exceptions.BentoMLException):
 
 
 SETTINGS = Settings.from_env()
+TIMEOUT_S = 10
 
 
 @bentoml.service(
     name="vigil_fraud",
     workers=SETTINGS.serving_workers,
     threads=SETTINGS.serving_threads,
-    traffic={"timeout": 10},
+    traffic={"timeout": TIMEOUT_S},
     logging={"access": {"enabled": False}},
     metrics={"enabled": False},  # serving.guard.RouteMetrics labels by route template, never by raw path
 )
 class FraudScorer:
     def __init__(self) -> None:
         set_window(SETTINGS)
-        self.scorer = Scorer(config.paths(settings=SETTINGS))
+        self.scorer = Scorer(config.paths(settings=SETTINGS), store_timeout_s=SETTINGS.serving_store_timeout_ms / 1000)
         self.scorer.watch()
 
     @bentoml.on_shutdown
@@ -72,9 +74,11 @@ class FraudScorer:
         return self.scorer.deployed is not None
 
     def _score(self, txs: list[dict]) -> list[dict]:
+        # BentoML answers 504 at TIMEOUT_S; work still running then is dropped before it is logged
+        deadline = time.monotonic() + TIMEOUT_S - 0.5
         try:
-            out = self.scorer.score(txs)
-        except ModelUnavailable as exc:
+            out = self.scorer.score(txs, deadline=deadline)
+        except (ModelUnavailable, TooLate) as exc:
             raise ServiceUnavailable(str(exc)) from exc
         for r in out:
             SCORES.observe(r["fraud_score"])

@@ -42,6 +42,11 @@ class ModelUnavailable(RuntimeError):
     """No model has been promoted to production yet."""
 
 
+class TooLate(RuntimeError):
+    """The request's deadline passed before its predictions were logged: nothing is logged or
+    returned (the client has given up; its retry is scored afresh)."""
+
+
 @dataclass(frozen=True)
 class Deployed:
     tag: str
@@ -62,10 +67,13 @@ class Rollout:
 
 
 class Scorer:
-    def __init__(self, paths: Paths, store=None, log_predictions: bool = True, poll_seconds: float = 2.0):
+    def __init__(self, paths: Paths, store=None, log_predictions: bool = True, poll_seconds: float = 2.0,
+                 store_timeout_s: float = 0.25):
         self.paths = paths
         self.store = store or open_store(paths)
+
         self.reader = OnlineReader(self.store)
+        self._bound_redis(store_timeout_s)
         self.intraday = IntradayStore(self.store, self.reader)
         self._intraday_lock = threading.Lock()  # one read-add-write per card at a time in this process
         self.log = PredictionLog(paths.predictions) if log_predictions else None
@@ -82,6 +90,21 @@ class Scorer:
             self.reload()
         except Exception as exc:  # a corrupt production model: not ready (503), retried at every poll
             self._log_once(f"model load failed ({exc}); not serving until a loadable model is promoted")
+
+    def _bound_redis(self, timeout_s: float) -> None:
+        """A slow, silent or refusing Redis costs a request at most ``timeout_s`` per call and one
+        immediate retry, then a degraded answer: never redis-py's default retries with backoff
+        (3.5 s for a refused connection), never a hang."""
+        online = self.store.config.online_store
+        if getattr(online, "type", "") != "redis":
+            return
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        if "socket_timeout" not in online.connection_string:
+            online.connection_string += f",socket_timeout={timeout_s},socket_connect_timeout={timeout_s}"
+        client = self.reader.online_store._get_client(online)
+        client.set_retry(Retry(NoBackoff(), 1))
 
     # -- model lifecycle -------------------------------------------------------------------
     def reload(self) -> bool:
@@ -249,7 +272,9 @@ class Scorer:
         return out
 
     # -- scoring ---------------------------------------------------------------------------
-    def score(self, requests: list[dict]) -> list[dict]:
+    def score(self, requests: list[dict], deadline: float | None = None) -> list[dict]:
+        """Scores, decisions and reasons for ``requests``, logged before they are returned.
+        ``deadline`` (``time.monotonic()``): past it, :class:`TooLate` instead of logging."""
         deployed = self.deployed
         if deployed is None:
             raise ModelUnavailable("no model promoted to production yet; run the retraining job")
@@ -312,6 +337,8 @@ class Scorer:
         latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         for resp in out:
             resp["latency_ms"] = latency_ms
+        if deadline is not None and time.monotonic() > deadline:
+            raise TooLate(f"{len(requests)} predictions took past the request's deadline; not logged, not returned")
         if self.log:
             served_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
             self.log.append_many([

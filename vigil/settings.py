@@ -59,6 +59,7 @@ class Settings:
     serving_body_timeout: int = 10  # VIGIL_SERVING_BODY_TIMEOUT: seconds to receive a body (408 after)
     serving_max_future_seconds: int = 300  # VIGIL_SERVING_MAX_FUTURE_SECONDS: clock skew a tx_datetime may have
     serving_oldest: date = date(2000, 1, 1)  # VIGIL_SERVING_OLDEST: older tx_datetime values are refused
+    serving_store_timeout_ms: int = 250  # VIGIL_SERVING_STORE_TIMEOUT_MS: online store read timeout (then degraded)
     serving_workers: int = 1  # VIGIL_SERVING_WORKERS: endpoint processes
     serving_threads: int = 4  # VIGIL_SERVING_THREADS: handler threads per process
 
@@ -129,6 +130,7 @@ class Settings:
             serving_body_timeout=whole("VIGIL_SERVING_BODY_TIMEOUT", "10", 1, 600),
             serving_max_future_seconds=whole("VIGIL_SERVING_MAX_FUTURE_SECONDS", "300", 0, 86_400),
             serving_oldest=day("VIGIL_SERVING_OLDEST", "2000-01-01"),
+            serving_store_timeout_ms=whole("VIGIL_SERVING_STORE_TIMEOUT_MS", "250", 10, 60_000),
             serving_workers=whole("VIGIL_SERVING_WORKERS", "1", 1, 64),
             serving_threads=whole("VIGIL_SERVING_THREADS", "4", 1, 256),
         )

@@ -3,6 +3,7 @@ the OpenAPI additions; and the prediction log's bounds. The real server is in te
 
 import json
 import os
+import time
 import stat
 from datetime import date, datetime, timedelta, timezone
 
@@ -183,3 +184,28 @@ def test_json_schema_idioms_become_openapi_30():
     assert got["properties"]["a"] == {"type": "string", "nullable": True}
     assert got["properties"]["b"] == {"type": "number", "minimum": 0, "exclusiveMinimum": True}
     assert got["properties"]["c"] == {"enum": ["x"]}
+
+
+def test_work_past_its_deadline_is_not_logged(tmp_path):
+    """A scorer whose request is already past its deadline logs nothing and raises TooLate."""
+    import numpy as np
+
+    from vigil.scoring import Scorer, TooLate
+
+    class Stub(Scorer):
+        def __init__(self, folder):
+            self.log, self.rollout, self.counters = PredictionLog(folder), None, {"scored": 0}
+            self.deployed = type("D", (), {"model": type("M", (), {"predict": staticmethod(lambda x: np.zeros(len(x)))})(),
+                                           "policy": type("P", (), {"decide": staticmethod(lambda s: "approve"),
+                                                                    "reasons": staticmethod(lambda *a: [])})(),
+                                           "tag": "m"})()
+
+        def assemble(self, requests):
+            return np.zeros((len(requests), 3)), [[] for _ in requests], False
+
+    s = Stub(tmp_path)
+    req = {"transaction_id": 1, "tx_datetime": datetime(2025, 6, 1), "customer_id": 1, "terminal_id": 1, "tx_amount": 1.0}
+    with pytest.raises(TooLate):
+        s.score([req], deadline=time.monotonic() - 1)
+    s.log.close()
+    assert not list(tmp_path.glob("*/*.jsonl"))
