@@ -2,6 +2,7 @@
 
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -24,6 +25,7 @@ class DriftConfig(dg.Config):
 class PredictionLogConfig(dg.Config):
     max_stale_share: float = 0.05  # above this share of a day's requests scored with stale features: an alert
     min_rows: int = 100  # fewer requests: no alert (a handful of stale rows is not a rate)
+    keep_raw_days: int = 35  # the endpoint's raw log of a day already in the lake is deleted after this
 
 
 @dg.asset(group_name="monitoring", partitions_def=DAILY, backfill_policy=SINGLE_RUN, kinds={"parquet"})
@@ -54,7 +56,13 @@ def prediction_log_daily(context: dg.AssetExecutionContext, config: PredictionLo
                 "stale_features", str(day), f"{share:.1%} of {len(frame)} requests on {day} were scored with stale features",
                 {"day": str(day), "stale_share": share, "threshold": config.max_stale_share, "requests": len(frame)}))
     table = pd.DataFrame(rows)
+    pruned = prediction_log.prune(paths.predictions, max(days_of(context)) - timedelta(days=config.keep_raw_days),
+                                  kept=lambda d: lake.day_file(paths.lake / "predictions", d).exists())
+    if pruned:
+        context.log.info(f"raw prediction logs of {len(pruned)} day(s) older than {config.keep_raw_days} days deleted "
+                         f"(their lake copies stay): {pruned[0]}..{pruned[-1]}")
     return dg.MaterializeResult(metadata={"predictions": int(table["predictions"].sum()), "partitions": md_table(table),
+                                          "raw_days_pruned": len(pruned),
                                           "dagster/row_count": int(table["predictions"].sum())})
 
 

@@ -9,6 +9,7 @@ request in flight finishes on the model it started with.
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import bentoml
@@ -109,7 +110,7 @@ class FraudScorer:
         d, ro = self.scorer.deployed, self.scorer.rollout
         rollout = {"candidate": ro.candidate.tag, "stage": ro.stage, "percent": ro.percent} if ro else None
         return {"model_version": d.tag if d else None, "promoted_at": d.promoted_at if d else None,
-                "rollout": rollout, **self.scorer.counters}
+                "rollout": rollout, "pid": os.getpid(), **self.scorer.counters}
 
 
 FraudScorer.add_asgi_middleware(Guard)

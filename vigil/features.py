@@ -76,6 +76,7 @@ INTRADAY_MAX_TX = 256  # a card's list keeps its latest 256 transactions of the 
 ONLINE_VIEWS = FEATURE_VIEWS + (INTRADAY_VIEW,)  # what the Feast definitions declare and serving reads
 MODEL_FEATURES = REQUEST_FEATURES + [f for v in FEATURE_VIEWS for f in v.features] + INTRADAY_FEATURES
 NIGHT_END_HOUR = 6
+MIN_STD = 1e-6
 
 
 def request_features(epoch_seconds: np.ndarray, tx_amount: np.ndarray, customer_avg_30d: np.ndarray,
@@ -97,8 +98,10 @@ def request_features(epoch_seconds: np.ndarray, tx_amount: np.ndarray, customer_
     hour = (secs % 86_400) // 3600
     std = np.full_like(avg, np.nan) if customer_std_30d is None else np.asarray(customer_std_30d, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(avg > 0, amount / avg, np.nan)
-        zscore = np.where(std > 0, (amount - avg) / std, np.nan)
+        ratio = np.where(avg > MIN_STD, amount / avg, np.nan)  # a mean of real amounts is >= 0.01
+        # a spread (or mean) under MIN_STD is float noise of identical amounts (a real spread is
+        # >= ~0.005 in cents): none, NaN, never a z-score of 1e15 or inf
+        zscore = np.where(std > MIN_STD, (amount - avg) / std, np.nan)
     return np.column_stack([amount, (weekday >= 5).astype(np.float64), (hour < NIGHT_END_HOUR).astype(np.float64),
                             hour.astype(np.float64), ratio, zscore])
 

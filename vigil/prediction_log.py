@@ -137,6 +137,23 @@ def read_day(folder: Path, day: date) -> pd.DataFrame:
     return frame
 
 
+def prune(folder: Path, before: date, kept) -> list[date]:
+    """Retention: delete the raw log folders of days before ``before`` whose copy ``kept(day)``
+    confirms (the lake's), so the raw log never grows without bound and nothing unread is lost."""
+    import shutil
+
+    gone = []
+    for d in sorted(Path(folder).glob("[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]")):
+        try:
+            day = date.fromisoformat(d.name)
+        except ValueError:
+            continue
+        if day < before and kept(day):
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(day)
+    return gone
+
+
 REQUIRED = {"transaction_id": int, "tx_datetime": str, "customer_id": int, "terminal_id": int,
             "fraud_score": float, "decision": str, "model_version": str}
 INT64 = (0, 2**63 - 1)

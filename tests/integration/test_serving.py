@@ -360,3 +360,28 @@ def test_kill_9_of_the_worker_under_load_loses_no_answered_prediction(pipeline_h
     frame, bad, repeated = prediction_log.read_day_checked(paths.predictions, day)
     assert sorted(frame["transaction_id"]) == sorted(b["transaction_id"] for b in bodies)
     assert repeated >= len(set(acked)) and bad == []
+
+
+def test_requests_on_thousands_of_days_keep_few_files_open_and_logs_private(server, pipeline_home):
+    """The finding: one open file per distinct day for the life of the process (EMFILE after
+    ~18,000 days, then a 500 for every new day). Now: at most 8 open log files, files 0600."""
+    import stat
+
+    import psutil
+
+    paths = pipeline_home["paths"]
+    body = replay_bodies(pipeline_home, 1)[0]
+    start = pd.Timestamp("2001-01-01T12:00:00")
+    batch = [{**body, "transaction_id": 3 * 10**12 + i, "tx_datetime": (start + pd.Timedelta(days=i)).isoformat()}
+             for i in range(2_000)]
+    worker = psutil.Process(httpx.post(f"{server}/model_info", json={}, headers=AUTH).json()["pid"])
+    before = worker.num_fds()
+    r = httpx.post(f"{server}/score_batch", json={"transactions": batch}, headers=AUTH, timeout=60)
+    assert r.status_code == 200 and len(r.json()) == 2_000
+    assert worker.num_fds() - before <= 8
+    assert httpx.post(f"{server}/score", json=body, headers=AUTH).status_code == 200
+    logs = list(paths.predictions.glob("*/*.jsonl"))
+    assert len(logs) >= 2_000 and all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in logs)
+    for i in range(2_000):  # out of the way of the daily tests
+        for f in (paths.predictions / (start + pd.Timedelta(days=i)).date().isoformat()).glob("*"):
+            f.unlink()

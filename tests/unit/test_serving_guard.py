@@ -209,3 +209,35 @@ def test_work_past_its_deadline_is_not_logged(tmp_path):
         s.score([req], deadline=time.monotonic() - 1)
     s.log.close()
     assert not list(tmp_path.glob("*/*.jsonl"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)),
+       st.floats(min_value=0.01, max_value=10_000), st.one_of(st.just(float("nan")), st.floats(min_value=0, max_value=1e6)),
+       st.one_of(st.just(float("nan")), st.floats(min_value=0, max_value=1e6)))
+def test_request_time_features_agree_with_the_calendar_and_never_blow_up(when, amount, avg, std):
+    """What the endpoint computes per request: the calendar of the UTC timestamp (pandas as the
+    reference), and a ratio and z-score that are finite or NaN (imputed), never inf."""
+    import numpy as np
+    import pandas as pd
+
+    from vigil.features import MIN_STD, NIGHT_END_HOUR, request_features
+
+    epoch = int(pd.Timestamp(when).timestamp())
+    row = request_features(np.array([epoch]), np.array([amount]), np.array([avg]), np.array([std]))[0]
+    ts = pd.Timestamp(epoch, unit="s")
+    assert row[0] == amount
+    assert row[1] == float(ts.dayofweek >= 5) and row[3] == ts.hour and row[2] == float(ts.hour < NIGHT_END_HOUR)
+    assert not np.isinf(row[4]) and not np.isinf(row[5])
+    assert np.isnan(row[4]) == (not avg > MIN_STD) and np.isnan(row[5]) == (not (std > MIN_STD and avg == avg))
+
+
+def test_retention_deletes_only_old_days_already_kept_elsewhere(tmp_path):
+    from vigil.prediction_log import prune
+
+    for d in ("2025-01-01", "2025-01-02", "2025-03-01", "notaday"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "1.jsonl").write_text("{}\n")
+    gone = prune(tmp_path, date(2025, 2, 1), kept=lambda d: d != date(2025, 1, 2))
+    assert gone == [date(2025, 1, 1)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2025-01-02", "2025-03-01", "notaday"]
