@@ -220,6 +220,9 @@ def test_a_damaged_model_is_refused_and_the_current_one_keeps_serving(server, pi
 
     paths = pipeline_home["paths"]
     current = registry.current(paths)
+    deadline = time.time() + 20  # an earlier test's restore may still be on its way (the pointer is polled every 2 s)
+    while _served_tag(server) != current["tag"] and time.time() < deadline:
+        time.sleep(0.2)
     model, policy, info = registry.load(paths, current["tag"])
     if damage == "other_features":  # trained on another feature list (here: another order)
         model = FraudModel(list(reversed(model.features)), model.fill_values[::-1], model.booster)
