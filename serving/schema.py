@@ -74,8 +74,8 @@ class Score(BaseModel):
     degraded: bool = Field(False, description="scored without the online store's features (it was unreachable)")
     model_version: str
     variant: str = Field(description="champion, or candidate during a canary step (vigil.rollout)")
-    latency_ms: float = Field(description="time inside the handler (features, model, policy, log); "
-                                          "excludes HTTP parsing, validation and queueing")
+    latency_ms: float = Field(description="time inside the handler for features, model and policy; excludes "
+                                          "the prediction-log write, HTTP parsing, validation and queueing")
     request_id: str = Field("", description="the id this prediction is logged under")
 
 

@@ -1,9 +1,11 @@
 """The prediction log: every served score, appended as one JSON line per prediction.
 
-One writer thread per process owns the files. A request hands its lines over and waits until they
-are written to the operating system (``write(2)``, page cache: microseconds, never an fsync), so a
-``kill -9`` of the server loses nothing that was answered; the writer fsyncs what it wrote at most
-every ``fsync_seconds`` (group commit), so a power loss costs at most that window. Files are split
+One writer at a time per process (a lock): a request writes its lines to the operating system
+(one ``write(2)`` per day, page cache: microseconds, never an fsync) before it is answered, so a
+``kill -9`` of the server loses nothing that was answered; a background thread fsyncs what was
+written at most every ``fsync_seconds`` (group commit), so a power loss costs at most that window,
+and no request waits for the disk (an earlier version handed lines to a writer thread: the
+handoff and the waits behind its fsync were 25 % of the server's samples, benchmarks/README.md). Files are split
 by the transaction's day and the writing process (several workers never interleave lines), are
 0600 (they hold ids, amounts and feature vectors), and at most ``max_open`` are open at once
 whatever days the requests carry (least recently used closed first). Each line carries the
@@ -28,53 +30,54 @@ log = logging.getLogger("vigil.prediction_log")
 
 
 class PredictionLog:
-    def __init__(self, folder: Path, max_open: int = 8, fsync_seconds: float = 0.2, wait_seconds: float = 5.0):
+    def __init__(self, folder: Path, max_open: int = 8, fsync_seconds: float = 0.2):
         self.folder = Path(folder)
-        self.max_open, self.fsync_seconds, self.wait_seconds = max_open, fsync_seconds, wait_seconds
+        self.max_open, self.fsync_seconds = max_open, fsync_seconds
         self._files: OrderedDict[str, int] = OrderedDict()  # day -> fd, least recently used first
         self._dirty: set[str] = set()
-        self._queue: list[tuple[dict[str, list[bytes]], threading.Event]] = []
-        self._cond = threading.Condition()
-        self._closed = False
+        self._lock = threading.Lock()  # one writer at a time: the lines of a call are one write(2)
+        self._stop = threading.Event()
         self.written = 0
-        self._thread = threading.Thread(target=self._run, name="vigil-prediction-log", daemon=True)
+        self._thread = threading.Thread(target=self._sync_loop, name="vigil-prediction-log-fsync", daemon=True)
         self._thread.start()
 
-    # -- callers ----------------------------------------------------------------------------
     def append(self, record: dict) -> None:
         self.append_many([record])
 
     def append_many(self, records: list[dict]) -> None:
-        """Hand the lines to the writer and wait until they are written (not fsynced).
+        """Write the lines (one ``write(2)`` per day, page cache, no fsync) before returning.
         ``record['tx_datetime']`` (ISO text) decides the day folder."""
         by_day: dict[str, list[bytes]] = {}
         for r in records:
             by_day.setdefault(r["tx_datetime"][:10], []).append((json.dumps(r, separators=(",", ":"), default=str) + "\n").encode())
-        done = threading.Event()
-        with self._cond:
-            if self._closed:
+        with self._lock:
+            if self._stop.is_set():
                 raise RuntimeError("prediction log closed")
-            self._queue.append((by_day, done))
-            self._cond.notify()
-        if not done.wait(self.wait_seconds):
-            log.error("prediction log writer did not confirm %d lines within %.0f s", len(records), self.wait_seconds)
+            for day, lines in by_day.items():
+                data, fd = b"".join(lines), self._fd(day)
+                while data:  # a short write (a full disk, a signal) must not tear a line
+                    data = data[os.write(fd, data):]
+                self._dirty.add(day)
+                self.written += len(lines)
 
     def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
+        self._stop.set()
         self._thread.join(timeout=30)
+        with self._lock:
+            for fd in self._files.values():
+                os.fsync(fd)
+                os.close(fd)
+            self._files.clear()
+            self._dirty.clear()
 
-    # -- the writer -------------------------------------------------------------------------
-    def _fd(self, day: str) -> int:
+    def _fd(self, day: str) -> int:  # under self._lock
         fd = self._files.get(day)
         if fd is not None:
             self._files.move_to_end(day)
             return fd
         while len(self._files) >= self.max_open:
             old, old_fd = self._files.popitem(last=False)
-            os.fsync(old_fd)
-            os.close(old_fd)
+            os.close(old_fd)  # its lines are in the page cache; the kernel writes them back
             self._dirty.discard(old)
         d = self.folder / day
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -82,43 +85,20 @@ class PredictionLog:
         self._files[day] = fd
         return fd
 
-    def _run(self) -> None:
-        last_sync = time.monotonic()
-        while True:
-            with self._cond:
-                if not self._queue and not self._closed:
-                    self._cond.wait(self.fsync_seconds if self._dirty else None)
-                batch, self._queue = self._queue, []
-                closing = self._closed
-            merged: dict[str, list[bytes]] = {}
-            for by_day, _ in batch:
-                for day, lines in by_day.items():
-                    merged.setdefault(day, []).extend(lines)
-            try:
-                for day, lines in merged.items():
-                    data = b"".join(lines)
-                    fd = self._fd(day)
-                    while data:  # a short write (a full disk, a signal) must not tear a line
-                        data = data[os.write(fd, data):]
-                    self._dirty.add(day)
-                    self.written += len(lines)
-            except OSError as exc:
-                log.error("prediction log write failed (%s): %d lines lost", exc, sum(len(v) for v in merged.values()))
-            for _, done in batch:
-                done.set()
-            if self._dirty and (closing or time.monotonic() - last_sync >= self.fsync_seconds):
-                for day in list(self._dirty):
-                    os.fsync(self._files[day])
+    def _sync_loop(self) -> None:
+        """Group commit: every ``fsync_seconds``, fsync what was written since, on duplicated
+        descriptors outside the lock, so no request ever waits for the disk."""
+        while not self._stop.wait(self.fsync_seconds):
+            with self._lock:
+                fds = [os.dup(self._files[d]) for d in self._dirty if d in self._files]
                 self._dirty.clear()
-                last_sync = time.monotonic()
-            if closing:
-                with self._cond:
-                    if self._queue:
-                        continue
-                for fd in self._files.values():
+            for fd in fds:
+                try:
+                    os.fsync(fd)
+                except OSError as exc:
+                    log.error("prediction log fsync failed: %s", exc)
+                finally:
                     os.close(fd)
-                self._files.clear()
-                return
 
 
 def read_day(folder: Path, day: date) -> pd.DataFrame:
