@@ -15,10 +15,9 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from vigil.contracts import DEFAULT_AMOUNT_CEILING
+from vigil.contracts import DEFAULT_AMOUNT_CEILING, MAX_ID
 from vigil.settings import Settings
 
-MAX_ID = 2**63 - 1  # int64: Feast entity keys and the lake's columns
 _window: dict = {}
 
 

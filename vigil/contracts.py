@@ -25,6 +25,7 @@ TX_REQUIRED = {
 }
 LABEL_REQUIRED = {"transaction_id": "id", "tx_fraud": "int", "reported_at": "datetime"}
 DEFAULT_AMOUNT_CEILING = 10_000.0
+MAX_ID = 2**63 - 1  # ids are int64: Feast entity keys, the lake's columns, the prediction log
 SOURCE_COLUMNS = ["source_file", "source_row"]
 # provenance added by the reader (vigil.sources); ``source_text`` is a half-read row's original text
 META_COLUMNS = SOURCE_COLUMNS + ["read_error", "source_text"]

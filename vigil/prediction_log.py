@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from vigil.contracts import MAX_ID
+
 log = logging.getLogger("vigil.prediction_log")
 
 
@@ -37,7 +39,6 @@ class PredictionLog:
         self._dirty: set[str] = set()
         self._lock = threading.Lock()  # one writer at a time: the lines of a call are one write(2)
         self._stop = threading.Event()
-        self.written = 0
         self._thread = threading.Thread(target=self._sync_loop, name="vigil-prediction-log-fsync", daemon=True)
         self._thread.start()
 
@@ -58,7 +59,6 @@ class PredictionLog:
                 while data:  # a short write (a full disk, a signal) must not tear a line
                     data = data[os.write(fd, data):]
                 self._dirty.add(day)
-                self.written += len(lines)
 
     def close(self) -> None:
         self._stop.set()
@@ -136,7 +136,6 @@ def prune(folder: Path, before: date, kept) -> list[date]:
 
 REQUIRED = {"transaction_id": int, "tx_datetime": str, "customer_id": int, "terminal_id": int,
             "fraud_score": float, "decision": str, "model_version": str}
-INT64 = (0, 2**63 - 1)
 
 
 def line_problem(rec, day: date) -> str | None:
@@ -151,7 +150,7 @@ def line_problem(rec, day: date) -> str | None:
             ok = isinstance(v, kind) and not isinstance(v, bool)
         if not ok:
             return f"{name}: missing or not {kind.__name__}"
-        if kind is int and not INT64[0] <= v <= INT64[1]:
+        if kind is int and not 0 <= v <= MAX_ID:
             return f"{name}: outside int64"
     if rec["tx_datetime"][:10] != day.isoformat():
         return f"tx_datetime: not on {day}"
