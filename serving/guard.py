@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 import time
+from contextvars import ContextVar
 from pathlib import Path
 
 import anyio
@@ -33,6 +34,9 @@ SCORING = {"/score": TypeAdapter(Transaction), "/score_batch": TypeAdapter(Batch
 METHODS = {"/score": "POST", "/score_batch": "POST", "/model_info": "POST"}  # everything else: GET (and HEAD)
 OBJECT = TypeAdapter(dict)
 MAX_ERRORS = 5
+# set when the client of the request in this context has gone (the handler's thread sees it:
+# anyio copies the context into BentoML's worker threads); the scorer then drops the work
+CLIENT_GONE: ContextVar[threading.Event | None] = ContextVar("vigil_client_gone", default=None)
 EXTRA_RESPONSES = {
     "400": "a field breaks the request schema (detail names at most the first 5)",
     "401": "no API key, or an unknown one (Authorization: Bearer <key>, or X-API-Key)",
@@ -184,6 +188,28 @@ class Guard:
                           "(VIGIL_SERVING_MAX_BATCH)")
         return n
 
+    async def call_watched(self, scope, replay, receive, send):
+        """BentoML's handler, while a task waits for the client to disconnect: if it does, the
+        request's ``CLIENT_GONE`` event is set and the scorer drops the work (not scored further,
+        not logged; a retry with the same transaction ids is scored afresh)."""
+        gone = threading.Event()
+        token = CLIENT_GONE.set(gone)
+
+        async def watch():
+            while (await receive())["type"] != "http.disconnect":
+                await anyio.sleep(0.05)  # a server that answers receive() without waiting must not spin
+            gone.set()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch)
+                try:
+                    return await self.app(scope, replay, send)
+                finally:
+                    tg.cancel_scope.cancel()  # answered (or failed): stop watching
+        finally:
+            CLIENT_GONE.reset(token)
+
     # -- ASGI -------------------------------------------------------------------------------
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -213,7 +239,10 @@ class Guard:
             if allowed == "GET":
                 return await self.app(scope, receive, counted_send)
             body = await self.read_body(headers, receive)
-            self.validate(path, body)
+            if len(body) > 65_536:  # a big batch: validated off the event loop, other requests keep flowing
+                await anyio.to_thread.run_sync(self.validate, path, body)
+            else:
+                self.validate(path, body)
             sent = [False]
 
             async def replay():
@@ -222,7 +251,7 @@ class Guard:
                     return {"type": "http.request", "body": body, "more_body": False}
                 return await receive()  # then the real stream: a disconnect reaches BentoML
 
-            return await self.app(scope, replay, counted_send)
+            return await self.call_watched(scope, replay, receive, counted_send)
         except Refused as exc:
             status[0] = exc.status
             if exc.status == 499:  # nobody to answer

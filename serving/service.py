@@ -14,7 +14,8 @@ import time
 
 import bentoml
 
-from serving.guard import Guard
+from serving import header_timeout
+from serving.guard import CLIENT_GONE, Guard
 from serving.schema import Amount, Id, Score, Timestamp, Transaction, set_window
 from vigil import config
 from vigil.scoring import ModelUnavailable, Scorer, TooLate
@@ -51,6 +52,7 @@ class ServiceUnavailable(bentoml.exceptions.BentoMLException):
 
 SETTINGS = Settings.from_env()
 TIMEOUT_S = 10
+header_timeout.install(SETTINGS.serving_header_timeout)
 
 
 @bentoml.service(
@@ -78,8 +80,11 @@ class FraudScorer:
         # BentoML answers 504 at TIMEOUT_S; work still running then is dropped before it is logged
         deadline = time.monotonic() + TIMEOUT_S - 0.5
         try:
-            out = self.scorer.score(txs, deadline=deadline)
-        except (ModelUnavailable, TooLate) as exc:
+            out = self.scorer.score(txs, deadline=deadline, gone=CLIENT_GONE.get())
+        except TooLate as exc:
+            log.info("%s", exc)  # the client has gone or given up: one line, no traceback
+            raise ServiceUnavailable(str(exc)) from exc
+        except ModelUnavailable as exc:
             raise ServiceUnavailable(str(exc)) from exc
         for r in out:
             SCORES.observe(r["fraud_score"])
@@ -102,7 +107,7 @@ class FraudScorer:
         """Score many transactions in one call (one Feast read, one model call)."""
         if not transactions:
             return []
-        return [Score(**r) for r in self._score([t.model_dump() for t in transactions])]
+        return [Score.model_construct(**r) for r in self._score([t.__dict__ for t in transactions])]  # our own output: no re-validation
 
     @bentoml.api
     def model_info(self) -> dict:
@@ -110,7 +115,8 @@ class FraudScorer:
         d, ro = self.scorer.deployed, self.scorer.rollout
         rollout = {"candidate": ro.candidate.tag, "stage": ro.stage, "percent": ro.percent} if ro else None
         return {"model_version": d.tag if d else None, "promoted_at": d.promoted_at if d else None,
-                "rollout": rollout, "pid": os.getpid(), **self.scorer.counters}
+                "rollout": rollout, "pid": os.getpid(), "slow_header_closes": header_timeout.closed[0],
+                **self.scorer.counters}
 
 
 FraudScorer.add_asgi_middleware(Guard)

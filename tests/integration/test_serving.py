@@ -281,7 +281,7 @@ def test_an_unreachable_online_store_gives_a_degraded_answer_not_an_error(pipeli
     def down(*a, **k):
         raise ConnectionError("online store unreachable (test)")
 
-    scorer.reader.read = down
+    scorer.reader.read = scorer.reader.read_matrix = down
     scorer.intraday.read = down
     body = replay_bodies(pipeline_home, 3)
     for b in body:
@@ -389,3 +389,69 @@ def test_requests_on_thousands_of_days_keep_few_files_open_and_logs_private(serv
     for i in range(2_000):  # out of the way of the daily tests
         for f in (paths.predictions / (start + pd.Timedelta(days=i)).date().isoformat()).glob("*"):
             f.unlink()
+
+
+def test_a_batch_whose_client_disconnects_is_abandoned_not_logged(server, pipeline_home):
+    """A client sends the largest batch and hangs up 0.15 s later: the scorer gives the work up
+    (counted as abandoned), and none of its transactions reach the prediction log. The same batch
+    sent again by a patient client is scored and logged once."""
+    paths = pipeline_home["paths"]
+    day = pipeline_home["replay_day"] + timedelta(days=2)  # a day of its own
+    src = replay_bodies(pipeline_home)
+    bodies = [{**src[i % len(src)], "transaction_id": 2 * 10**12 + i,
+               "tx_datetime": (pd.Timestamp(src[i % len(src)]["tx_datetime"]) + pd.Timedelta(days=2)).isoformat()}
+              for i in range(10_000)]
+
+    def abandoned() -> int:
+        return httpx.post(f"{server}/model_info", headers=AUTH, json={}).json()["abandoned"]
+
+    before = abandoned()
+    with httpx.Client(base_url=server, headers=AUTH, timeout=httpx.Timeout(10, read=0.15)) as c:
+        with pytest.raises(httpx.ReadTimeout):
+            c.post("/score_batch", json={"transactions": bodies})
+    deadline = time.time() + 30
+    while time.time() < deadline and abandoned() < before + len(bodies):
+        time.sleep(0.2)
+    assert abandoned() == before + len(bodies)
+    time.sleep(0.5)  # past the log's next fsync round
+    logged = prediction_log.read_day(paths.predictions, day)
+    assert logged.empty, f"{len(logged)} abandoned predictions were logged"
+    with httpx.Client(base_url=server, headers=AUTH, timeout=60) as c:
+        assert c.post("/score_batch", json={"transactions": bodies}).status_code == 200
+    frame, bad, repeated = prediction_log.read_day_checked(paths.predictions, day)
+    assert sorted(frame["transaction_id"]) == [b["transaction_id"] for b in bodies] and repeated == 0
+
+
+def test_slow_headers_are_cut_off_and_keep_alive_still_works(pipeline_home):
+    """Slowloris: a client that sends its headers a byte every 0.4 s is disconnected once
+    VIGIL_SERVING_HEADER_TIMEOUT (here 2 s) has passed; a normal client keeps its connection
+    across requests, and the server answers the next client at once."""
+    import socket
+
+    from tests.conftest import serve
+
+    body = replay_bodies(pipeline_home, 1)[0]
+    with serve(pipeline_home["paths"].root, {"VIGIL_SERVING_HEADER_TIMEOUT": "2"}) as url:
+        host, port = url.removeprefix("http://").split(":")
+        slow = socket.create_connection((host, int(port)))
+        slow.settimeout(0.05)
+        start, closed_after = time.time(), None
+        for ch in b"POST /score HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 40:
+            try:
+                slow.send(bytes([ch]))
+                if slow.recv(1) == b"":
+                    closed_after = time.time() - start
+                    break
+            except socket.timeout:
+                pass
+            except OSError:
+                closed_after = time.time() - start
+                break
+            time.sleep(0.4)
+        slow.close()
+        assert closed_after is not None and 1.5 <= closed_after <= 4.0, closed_after
+        with httpx.Client(base_url=url, headers=AUTH, timeout=10) as c:
+            first = c.post("/score", json=body)
+            time.sleep(1)  # idle on the kept-alive connection, inside the keep-alive and header windows
+            second = c.post("/score", json={**body, "transaction_id": body["transaction_id"] + 7 * 10**12})
+            assert first.status_code == second.status_code == 200

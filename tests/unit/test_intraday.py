@@ -57,6 +57,22 @@ def test_list_is_bounded_to_the_latest():
     assert len(s["intraday_tx_ids"]) == INTRADAY_MAX_TX and min(s["intraday_tx_ids"]) == 10
 
 
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3_000), st.integers(0, 600)), min_size=INTRADAY_MAX_TX + 1,
+                max_size=INTRADAY_MAX_TX + 40, unique_by=lambda t: t[0]))
+def test_a_full_list_keeps_the_latest_whatever_the_arrival_order(txs):
+    """The overflow drop (one element, no sort) keeps exactly the latest INTRADAY_MAX_TX by
+    (time, id), as a full sort would."""
+    s = None
+    for tx_id, sec in txs:
+        s = intraday_add(s, tx_id, DAY + sec, float(tx_id))
+    latest = sorted(txs, key=lambda t: (t[1], t[0]))[-INTRADAY_MAX_TX:]
+    # a late arrival older than the whole full list is dropped at once: the list is the latest of what it saw
+    assert sorted(s["intraday_tx_ids"]) == sorted(t[0] for t in latest)
+    assert all(a == float(i) for i, a in zip(s["intraday_tx_ids"], s["intraday_amounts"]))
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2 * 86_400 - 1), st.integers(1, 500)), min_size=1, max_size=40),
        st.randoms(use_true_random=False))
