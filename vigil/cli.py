@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--home", help="state folder (default $VIGIL_HOME or ./.vigil); wiped if a previous demo's")
     d.add_argument("--once", action="store_true", help="run to completion, stop what was started, exit")
     d.add_argument("--json", action="store_true", help="print the summary as JSON")
+    d.add_argument("--wipe-dagster-storage", action="store_true",
+                   help="production profile: empty Dagster's PostgreSQL storage (runs, events, ticks) first")
     d.add_argument("--dagster-port", type=int, default=3000)
     d.add_argument("--serving-port", type=int, default=3001)
     d.add_argument("--concurrency", type=int, default=4, help="parallel HTTP clients for the replay")

@@ -52,10 +52,36 @@ def environment(home: Path, start: date, end: date) -> dict:
     return env
 
 
-def prepare_dagster_home(home: Path) -> None:
+PG_VARS = ("VIGIL_PG_HOST", "VIGIL_PG_PORT", "VIGIL_PG_DB", "VIGIL_PG_USER")  # infra/dagster/dagster.yaml's
+
+
+def prepare_dagster_home(home: Path, profile: str, env: dict, wipe: bool = False) -> None:
+    """``$DAGSTER_HOME`` with the profile's instance config: SQLite under it (local), or runs,
+    events, schedules and sensor ticks in PostgreSQL (production, ``infra/dagster/dagster.yaml``;
+    compute logs stay under it). A demo replays fixed dates, so its sensors' run keys would match
+    an earlier demo's runs: the PostgreSQL storage must hold no runs, or ``wipe`` empties it."""
     dh = home / "dagster"
     dh.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ROOT / "dagster.yaml", dh / "dagster.yaml")
+    if profile != "production":
+        shutil.copyfile(ROOT / "dagster.yaml", dh / "dagster.yaml")
+        return
+    missing = [v for v in PG_VARS if not env.get(v)]
+    if missing:
+        raise SystemExit(f"VIGIL_PROFILE=production keeps Dagster's storage in PostgreSQL: set {', '.join(missing)} "
+                         "(and VIGIL_PG_PASSWORD if the server asks for one); see infra/dagster/dagster.yaml")
+    shutil.copyfile(ROOT / "infra" / "dagster" / "dagster.yaml", dh / "dagster.yaml")
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dh)) as instance:
+        runs = instance.get_runs_count()
+        if runs and not wipe:
+            raise SystemExit(f"Dagster's storage in PostgreSQL (database {env['VIGIL_PG_DB']}) already holds {runs} runs; "
+                             "the demo needs a database of its own (its sensors' run keys would match earlier runs): "
+                             "point VIGIL_PG_DB at an empty one, or pass --wipe-dagster-storage to empty it")
+        if runs:
+            say(f"wiping {runs} runs, their events and the sensor ticks from Dagster's storage ({env['VIGIL_PG_DB']})")
+            instance.wipe()
+            instance.wipe_all_schedules()
 
 
 def run_dagster(args: list[str], env: dict, log_file: Path) -> None:
@@ -115,7 +141,8 @@ def demo(a: argparse.Namespace) -> dict:
     start_day = date.fromisoformat(a.start_date)
     env = environment(home, start_day, start_day + timedelta(days=a.days))  # the replayed day is the last
     os.environ.update({k: env[k] for k in ("VIGIL_START_DATE", "VIGIL_END_DATE", "DAGSTER_HOME", "BENTOML_HOME")})
-    prepare_dagster_home(home)
+    settings = Settings.from_env(env)
+    prepare_dagster_home(home, settings.profile, env, wipe=getattr(a, "wipe_dagster_storage", False))
     logs = home / "logs"
     logs.mkdir()
     paths = config.paths(home)

@@ -144,6 +144,7 @@ class OnlineReader:
         self.online_store = store._get_provider().online_store
         self.views = {v.name: store.get_feature_view(v.name) for v in ONLINE_VIEWS}
         self.join_keys = {v.name: v.key for v in ONLINE_VIEWS}
+        self._memo: dict[bytes, float] = {}
 
     def read_matrix(self, view: str, ids, names: tuple[str, ...]) -> np.ndarray:
         """``names`` of each id as a float matrix (NaN where the entity or the value is missing),
@@ -201,7 +202,16 @@ class OnlineReader:
             out[rows[i], cols[i]] = self._decode(blobs[i])
 
     def _decode(self, blob: bytes) -> float:
-        """A serialized Feast ``Value`` as a float (NaN unless it holds a number)."""
+        """A serialized Feast ``Value`` as a float (NaN unless it holds a number). Memoised: the
+        non-double values are counts and snapshot times, a few hundred distinct blobs a day."""
+        v = self._memo.get(blob)
+        if v is None:
+            if len(self._memo) > 100_000:
+                self._memo.clear()
+            v = self._memo[blob] = self._parse(blob)
+        return v
+
+    def _parse(self, blob: bytes) -> float:
         pv = self._value()
         pv.ParseFromString(blob)
         which = pv.WhichOneof("val")

@@ -3,6 +3,7 @@ the OpenAPI additions; and the prediction log's bounds. The real server is in te
 
 import json
 import os
+import threading
 import time
 import stat
 from datetime import date, datetime, timedelta, timezone
@@ -194,7 +195,7 @@ def test_work_past_its_deadline_is_not_logged(tmp_path):
 
     class Stub(Scorer):
         def __init__(self, folder):
-            self.log, self.rollout, self.counters = PredictionLog(folder), None, {"scored": 0}
+            self.log, self.rollout, self.counters = PredictionLog(folder), None, {"scored": 0, "abandoned": 0}
             self.deployed = type("D", (), {"model": type("M", (), {"predict": staticmethod(lambda x: np.zeros(len(x)))})(),
                                            "policy": type("P", (), {"decide": staticmethod(lambda s: "approve"),
                                                                     "reasons": staticmethod(lambda *a: [])})(),
@@ -205,10 +206,16 @@ def test_work_past_its_deadline_is_not_logged(tmp_path):
 
     s = Stub(tmp_path)
     req = {"transaction_id": 1, "tx_datetime": datetime(2025, 6, 1), "customer_id": 1, "terminal_id": 1, "tx_amount": 1.0}
-    with pytest.raises(TooLate):
+    with pytest.raises(TooLate, match="deadline"):
         s.score([req], deadline=time.monotonic() - 1)
+    gone = threading.Event()
+    gone.set()  # the client disconnected
+    with pytest.raises(TooLate, match="disconnected"):
+        s.score([req, req], gone=gone)
+    assert s.counters["abandoned"] == 3
+    s.score([req], deadline=time.monotonic() + 60, gone=threading.Event())
     s.log.close()
-    assert not list(tmp_path.glob("*/*.jsonl"))
+    assert len(list(tmp_path.glob("*/*.jsonl"))) == 1 and s.counters["scored"] == 1
 
 
 @settings(max_examples=300, deadline=None)
