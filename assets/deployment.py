@@ -7,6 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.common import io_retries
+
 import vigil
 from resources import VigilStorage
 from vigil import data_profile, registry
@@ -24,6 +26,7 @@ def code_version() -> str:
 
 
 @dg.asset(group_name="deployment", kinds={"bentoml"})
+@io_retries
 def registered_model(context: dg.AssetExecutionContext, storage: VigilStorage, fraud_model: dict) -> dict:
     """A new version in the BentoML model store, carrying data, features, params, metrics, code."""
     model_dir = Path(fraud_model["model_dir"])

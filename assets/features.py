@@ -6,13 +6,14 @@ import time
 import dagster as dg
 import pandas as pd
 
-from assets.common import DAILY, SINGLE_RUN, days_of, md_table, progress
+from assets.common import DAILY, SINGLE_RUN, days_of, md_table, progress, io_retries
 from resources import FeatureStoreResource, VigilStorage
 from vigil import feature_repo
 from vigil.features import build_snapshots, snapshot_as_of
 
 
 @dg.asset(group_name="features", kinds={"feast"})
+@io_retries
 def feast_registry(storage: VigilStorage, feature_store: FeatureStoreResource) -> dg.MaterializeResult:
     """`feast apply` of Vigil's one module of feature definitions (entities, views, service)."""
     names = feature_repo.apply(feature_store.store(), storage.paths)
@@ -36,6 +37,7 @@ def feature_snapshots(context: dg.AssetExecutionContext, storage: VigilStorage) 
 
 @dg.asset(group_name="features", partitions_def=DAILY, backfill_policy=SINGLE_RUN,
           deps=["feature_snapshots", "feast_registry"], kinds={"feast"})
+@io_retries
 def online_features(context: dg.AssetExecutionContext, storage: VigilStorage,
                     feature_store: FeatureStoreResource) -> dg.MaterializeResult:
     """The partitions' snapshots loaded into Feast's online store: per entity the newest snapshot

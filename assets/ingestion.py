@@ -4,7 +4,7 @@
 import dagster as dg
 import pandas as pd
 
-from assets.common import DAILY, SINGLE_RUN, bounded_table, days_of, md_table, progress
+from assets.common import DAILY, SINGLE_RUN, bounded_table, days_of, md_table, progress, io_retries
 from resources import SourceResource, VigilStorage
 from vigil import ingestion
 
@@ -18,6 +18,7 @@ RAW_CONTRACT = "raw_contract"
     kinds={"pandas", "parquet"},
     check_specs=[dg.AssetCheckSpec(RAW_CONTRACT, asset="raw_transactions", description="required columns present in every landing file")],
 )
+@io_retries
 def raw_transactions(context: dg.AssetExecutionContext, storage: VigilStorage, source: SourceResource):
     """The day's rows copied into the lake as read (text stays text), each with its file and row."""
     from vigil.contracts import TX_REQUIRED
@@ -65,6 +66,7 @@ def raw_transactions(context: dg.AssetExecutionContext, storage: VigilStorage, s
 
 
 @dg.asset(group_name="ingestion", partitions_def=DAILY, backfill_policy=SINGLE_RUN, kinds={"pandas", "parquet"})
+@io_retries
 def label_feed(context: dg.AssetExecutionContext, storage: VigilStorage, source: SourceResource) -> dg.MaterializeResult:
     """Fraud reports (chargebacks) as they arrive, partitioned by the day they were reported."""
     rows, files = [], []

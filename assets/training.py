@@ -11,7 +11,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from assets.common import md_table
+from assets.common import md_table, io_retries
 from resources import FeatureStoreResource, VigilStorage
 from vigil import data_profile, evaluation, lake, plots, registry
 from vigil.config import LABEL_MATURITY_DAYS
@@ -63,6 +63,7 @@ class GateConfig(dg.Config):
 
 @dg.asset(group_name="training", deps=["validated_transactions", "validated_labels", "feature_snapshots", "feast_registry"],
           kinds={"feast", "parquet"})
+@io_retries
 def training_set(context: dg.AssetExecutionContext, config: TrainingConfig, storage: VigilStorage,
                  feature_store: FeatureStoreResource) -> dict:
     """Train and held-out test frames from Feast point-in-time retrieval, labels known at T only."""

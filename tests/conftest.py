@@ -183,6 +183,28 @@ def drop_redis_project(services: dict, project: str) -> int:
     return len(keys)
 
 
+@pytest.fixture
+def dagster_pg(production_services, tmp_path):
+    """DAGSTER_HOME with the production instance config, on a fresh database."""
+    import psycopg
+
+    db = f"vigil_dagster_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True)
+    admin.execute(f"CREATE DATABASE {db}")
+    info = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
+    home = tmp_path / "dagster"
+    home.mkdir()
+    shutil.copyfile(Path(__file__).resolve().parents[1] / "infra" / "dagster" / "dagster.yaml", home / "dagster.yaml")
+    env = {"VIGIL_PG_HOST": str(info.get("host", "127.0.0.1")), "VIGIL_PG_PORT": str(info.get("port", 5432)),
+           "VIGIL_PG_DB": db, "VIGIL_PG_USER": str(info.get("user", "postgres")),
+           "VIGIL_PG_PASSWORD": str(info.get("password", "")), "DAGSTER_HOME": str(home)}
+    try:
+        yield {"home": home, "env": env, "dsn": psycopg.conninfo.make_conninfo(PG_ADMIN_DSN, dbname=db)}
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        admin.close()
+
+
 @pytest.fixture(scope="session")
 def production_home(pipeline_home, production_services, tmp_path_factory):
     """The trained pipeline home copied into the production profile: Feast applied to the SQL

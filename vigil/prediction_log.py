@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -82,7 +83,8 @@ class PredictionLog:
             self._dirty.discard(old)
         d = self.folder / day
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(d / f"{os.getpid()}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # host and pid: replicas in pods (each its own pid 1..n) on a shared volume never share a file
+        fd = os.open(d / f"{socket.gethostname()}-{os.getpid()}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._files[day] = fd
         return fd
 

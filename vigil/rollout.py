@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -286,7 +287,8 @@ class RolloutLog:
             return
         if self.fd is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.folder / f"{os.getpid()}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self.fd = os.open(self.folder / f"{socket.gethostname()}-{os.getpid()}.jsonl",  # replicas never share a file
+                              os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         data = "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in rows).encode()
         os.write(self.fd, data)
         self.written += len(data)

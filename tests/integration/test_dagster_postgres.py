@@ -3,37 +3,7 @@ as shipped): a materialization, a sensor evaluation and the job it asks for, eac
 database of this run's own. The shipped file once failed at the first event (psycopg 3 and
 dagster-postgres' ``NOTIFY run_events, $1``); nothing else in the suite used Dagster on PostgreSQL."""
 
-import shutil
-import uuid
-from pathlib import Path
-
-import pytest
-
-from tests.conftest import PG_ADMIN_DSN, copy_home, drop_redis_project, env_set, profile_env
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def dagster_pg(production_services, tmp_path):
-    """DAGSTER_HOME with the production instance config, on a fresh database."""
-    import psycopg
-
-    db = f"vigil_dagster_{uuid.uuid4().hex[:10]}"
-    admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True)
-    admin.execute(f"CREATE DATABASE {db}")
-    info = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
-    home = tmp_path / "dagster"
-    home.mkdir()
-    shutil.copyfile(ROOT / "infra" / "dagster" / "dagster.yaml", home / "dagster.yaml")
-    env = {"VIGIL_PG_HOST": str(info.get("host", "127.0.0.1")), "VIGIL_PG_PORT": str(info.get("port", 5432)),
-           "VIGIL_PG_DB": db, "VIGIL_PG_USER": str(info.get("user", "postgres")),
-           "VIGIL_PG_PASSWORD": str(info.get("password", "")), "DAGSTER_HOME": str(home)}
-    try:
-        yield {"home": home, "env": env, "dsn": psycopg.conninfo.make_conninfo(PG_ADMIN_DSN, dbname=db)}
-    finally:
-        admin.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        admin.close()
+from tests.conftest import copy_home, drop_redis_project, env_set, profile_env
 
 
 def test_materialization_sensor_and_job_on_dagster_postgres_storage(dagster_pg, pipeline_home, production_services, tmp_path):

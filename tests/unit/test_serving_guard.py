@@ -3,6 +3,7 @@ the OpenAPI additions; and the prediction log's bounds. The real server is in te
 
 import json
 import os
+import socket
 import threading
 import time
 import stat
@@ -141,7 +142,7 @@ def test_prediction_log_keeps_few_files_open_whatever_days_requests_carry(tmp_pa
 def test_lines_are_written_before_append_returns(tmp_path):
     log = PredictionLog(tmp_path, fsync_seconds=60)
     log.append_many([_record(i, "2025-06-01") for i in range(10)])
-    assert len((tmp_path / "2025-06-01" / f"{os.getpid()}.jsonl").read_text().splitlines()) == 10  # no close needed
+    assert len((tmp_path / "2025-06-01" / f"{socket.gethostname()}-{os.getpid()}.jsonl").read_text().splitlines()) == 10  # no close needed
     log.close()
 
 
