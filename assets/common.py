@@ -20,9 +20,24 @@ DAILY = dg.DailyPartitionsDefinition(
     start_date=_SETTINGS.start_date.isoformat(),
     end_date=(_SETTINGS.end_date + timedelta(days=1)).isoformat() if _SETTINGS.end_date else None,
 )
-# A range of days runs as one run (CLI: ``dagster asset materialize --partition-range a...b``),
-# and every daily asset replaces its partitions' files, so re-runs never duplicate.
-SINGLE_RUN = dg.BackfillPolicy.single_run()
+# How a backfill splits a range of days into runs (VIGIL_BACKFILL_PARTITIONS_PER_RUN): 0, the
+# default, one run for the whole range (the CLI's ``dagster asset materialize --partition-range a...b``
+# accepts only this); N, runs of at most N days, each its own process or, with the K8s run launcher,
+# its own Kubernetes Job, ordered by the daemon along the partition dependencies below (window_dep).
+# Every daily asset replaces its partitions' files, so re-runs never duplicate.
+PARTITIONS_PER_RUN = _SETTINGS.backfill_partitions_per_run
+BACKFILL_POLICY = (dg.BackfillPolicy.multi_run(max_partitions_per_run=PARTITIONS_PER_RUN) if PARTITIONS_PER_RUN
+                   else dg.BackfillPolicy.single_run())
+
+
+def window_dep(asset: str, start_offset: int, end_offset: int = 0) -> dg.AssetDep:
+    """A dependency of each daily partition on ``asset``'s partitions from ``start_offset`` to
+    ``end_offset`` days away (both included; negative is earlier): what the asset really reads, so a
+    multi-run backfill never runs a day before the days it reads. Days before the first partition
+    (or after the last) do not exist and are not waited for: the first days read what history
+    there is, as in a single run."""
+    return dg.AssetDep(asset, partition_mapping=dg.TimeWindowPartitionMapping(
+        start_offset=start_offset, end_offset=end_offset, allow_nonexistent_upstream_partitions=True))
 
 
 # Errors of a store over the network that a retry can cure (by class, anywhere in the exception's
@@ -85,6 +100,26 @@ def io_retries(fn):
             raise retry(exc, args, kwargs) from exc
 
     return wrapper
+
+
+BACKFILL_ID_TAG = "dagster/backfill"  # the tag Dagster puts on every run of a backfill: its id
+
+
+def refuse_unordered_backfill(context: dg.AssetExecutionContext) -> None:
+    """With a multi-run policy, fail a run of a *job* backfill (one launched from a job's page, e.g.
+    ``daily_pipeline``) that spans more than one run. Dagster's job backfills split a range by the
+    assets' policy but launch every chunk at once, without the partition dependencies, so a chunk
+    could read days another chunk has not written yet; asset backfills (the asset graph or an asset's
+    page, GraphQL with ``assetSelection``) order the chunks. Called by the assets that read other days."""
+    if not PARTITIONS_PER_RUN or not context.run.tags.get(BACKFILL_ID_TAG):
+        return
+    backfill = context.instance.get_backfill(context.run.tags[BACKFILL_ID_TAG])
+    if backfill is not None and not backfill.is_asset_backfill and len(backfill.partition_names or ()) > PARTITIONS_PER_RUN:
+        raise dg.Failure(
+            f"backfill {backfill.backfill_id} is a job backfill of {len(backfill.partition_names)} days in runs of "
+            f"{PARTITIONS_PER_RUN} (VIGIL_BACKFILL_PARTITIONS_PER_RUN): Dagster launches a job backfill's runs without "
+            "ordering them by the days each reads. Launch it as an asset backfill (select the daily assets in the asset "
+            "graph, Materialize, choose the days), or with VIGIL_BACKFILL_PARTITIONS_PER_RUN=0 as one run.")
 
 
 def days_of(context: dg.AssetExecutionContext) -> list[date]:

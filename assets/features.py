@@ -6,10 +6,10 @@ import time
 import dagster as dg
 import pandas as pd
 
-from assets.common import DAILY, SINGLE_RUN, days_of, md_table, progress, io_retries
+from assets.common import BACKFILL_POLICY, DAILY, days_of, io_retries, md_table, progress, refuse_unordered_backfill, window_dep
 from resources import FeatureStoreResource, VigilStorage
 from vigil import feature_repo
-from vigil.features import build_snapshots, snapshot_as_of
+from vigil.features import HISTORY_DAYS, build_snapshots, snapshot_as_of
 
 
 @dg.asset(group_name="features", kinds={"feast"})
@@ -20,10 +20,13 @@ def feast_registry(storage: VigilStorage, feature_store: FeatureStoreResource) -
     return dg.MaterializeResult(metadata={"objects": ", ".join(names), "feature_service": feature_repo.FEATURE_SERVICE})
 
 
-@dg.asset(group_name="features", partitions_def=DAILY, backfill_policy=SINGLE_RUN,
-          deps=["validated_transactions", "validated_labels"], kinds={"pandas", "parquet"})
+@dg.asset(group_name="features", partitions_def=DAILY, backfill_policy=BACKFILL_POLICY,
+          # a day's snapshot reads the validated transactions and reports of its 37 days (history_days)
+          deps=[window_dep("validated_transactions", -(HISTORY_DAYS - 1)), window_dep("validated_labels", -(HISTORY_DAYS - 1))],
+          kinds={"pandas", "parquet"})
 def feature_snapshots(context: dg.AssetExecutionContext, storage: VigilStorage) -> dg.MaterializeResult:
     """Customer spending and terminal risk windows as of each day's end (Feast's offline source)."""
+    refuse_unordered_backfill(context)
     rows = []
     days = days_of(context)
     for i, day in enumerate(days):
@@ -35,7 +38,7 @@ def feature_snapshots(context: dg.AssetExecutionContext, storage: VigilStorage) 
     return dg.MaterializeResult(metadata={"partitions": md_table(pd.DataFrame(rows))})
 
 
-@dg.asset(group_name="features", partitions_def=DAILY, backfill_policy=SINGLE_RUN,
+@dg.asset(group_name="features", partitions_def=DAILY, backfill_policy=BACKFILL_POLICY,
           deps=["feature_snapshots", "feast_registry"], kinds={"feast"})
 @io_retries
 def online_features(context: dg.AssetExecutionContext, storage: VigilStorage,

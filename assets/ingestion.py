@@ -4,7 +4,7 @@
 import dagster as dg
 import pandas as pd
 
-from assets.common import DAILY, SINGLE_RUN, bounded_table, days_of, md_table, progress, io_retries
+from assets.common import BACKFILL_POLICY, DAILY, bounded_table, days_of, io_retries, md_table, progress
 from resources import SourceResource, VigilStorage
 from vigil import ingestion
 
@@ -14,7 +14,7 @@ RAW_CONTRACT = "raw_contract"
 @dg.asset(
     group_name="ingestion",
     partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
+    backfill_policy=BACKFILL_POLICY,
     kinds={"pandas", "parquet"},
     check_specs=[dg.AssetCheckSpec(RAW_CONTRACT, asset="raw_transactions", description="required columns present in every landing file")],
 )
@@ -65,7 +65,7 @@ def raw_transactions(context: dg.AssetExecutionContext, storage: VigilStorage, s
     )
 
 
-@dg.asset(group_name="ingestion", partitions_def=DAILY, backfill_policy=SINGLE_RUN, kinds={"pandas", "parquet"})
+@dg.asset(group_name="ingestion", partitions_def=DAILY, backfill_policy=BACKFILL_POLICY, kinds={"pandas", "parquet"})
 @io_retries
 def label_feed(context: dg.AssetExecutionContext, storage: VigilStorage, source: SourceResource) -> dg.MaterializeResult:
     """Fraud reports (chargebacks) as they arrive, partitioned by the day they were reported."""

@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from assets.common import DAILY, SINGLE_RUN, days_of, md_table
+from assets.common import BACKFILL_POLICY, DAILY, days_of, md_table
 from resources import AlertSinks, VigilStorage
 from vigil import lake, plots, prediction_log, registry
 from vigil.alerts import Alert
@@ -28,7 +28,7 @@ class PredictionLogConfig(dg.Config):
     keep_raw_days: int = 35  # the endpoint's raw log of a day already in the lake is deleted after this
 
 
-@dg.asset(group_name="monitoring", partitions_def=DAILY, backfill_policy=SINGLE_RUN, kinds={"parquet"})
+@dg.asset(group_name="monitoring", partitions_def=DAILY, backfill_policy=BACKFILL_POLICY, kinds={"parquet"})
 def prediction_log_daily(context: dg.AssetExecutionContext, config: PredictionLogConfig, storage: VigilStorage,
                          alerts: AlertSinks) -> dg.MaterializeResult:
     """Every prediction served for the day (from the endpoint's append-only log), as one table: a
@@ -66,7 +66,7 @@ def prediction_log_daily(context: dg.AssetExecutionContext, config: PredictionLo
                                           "dagster/row_count": int(table["predictions"].sum())})
 
 
-@dg.asset(group_name="monitoring", partitions_def=DAILY, backfill_policy=SINGLE_RUN, deps=["prediction_log_daily"],
+@dg.asset(group_name="monitoring", partitions_def=DAILY, backfill_policy=BACKFILL_POLICY, deps=["prediction_log_daily"],
           kinds={"evidently"})
 def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, storage: VigilStorage) -> dg.MaterializeResult:
     """Evidently data drift of the features actually served against the serving model's training reference.

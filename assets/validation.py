@@ -6,11 +6,14 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.common import DAILY, SINGLE_RUN, bounded_table, days_of, md_table, progress
+from assets.common import (BACKFILL_POLICY, DAILY, bounded_table, days_of, md_table, progress, refuse_unordered_backfill,
+                           window_dep)
 from resources import VigilStorage
 from vigil import data_profile, ingestion, registry
+from vigil.config import LABEL_MATURITY_DAYS
 from vigil.contracts import DEFAULT_AMOUNT_CEILING, TRANSACTION_QUARANTINED
 from vigil.data_profile import Thresholds
+from vigil.features import HISTORY_DAYS
 
 QUARANTINE_RATE = "quarantine_rate"
 LABEL_CONTRACT = "label_contract"
@@ -61,8 +64,9 @@ def production_reference(paths) -> tuple[str, tuple | None]:
 @dg.asset(
     group_name="validation",
     partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
-    deps=["raw_transactions"],
+    backfill_policy=BACKFILL_POLICY,
+    # the cross-day key check reads the ids admitted on the 37 days before each day
+    deps=["raw_transactions", window_dep("validated_transactions", -HISTORY_DAYS, -1)],
     kinds={"pandera", "parquet"},
     check_specs=[
         dg.AssetCheckSpec(name, asset="validated_transactions", description=desc,
@@ -73,6 +77,7 @@ def production_reference(paths) -> tuple[str, tuple | None]:
 def validated_transactions(context: dg.AssetExecutionContext, config: ValidationConfig, storage: VigilStorage):
     """Rows that pass the raw-transaction contract; rejected rows go to the quarantine with reasons.
     A day failing a blocking check is held back (``lake/held``) and blocks downstream."""
+    refuse_unordered_backfill(context)
     paths = storage.paths
     tag, reference = production_reference(paths)
     context.log.info(f"reference profile: {'model ' + tag if reference else 'none (no production model yet)'}")
@@ -137,8 +142,9 @@ def validated_transactions(context: dg.AssetExecutionContext, config: Validation
 @dg.asset(
     group_name="validation",
     partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
-    deps=["label_feed", "validated_transactions"],
+    backfill_policy=BACKFILL_POLICY,
+    # reports refer to transactions of the day and the 8 before it (validated or quarantined)
+    deps=["label_feed", window_dep("validated_transactions", -(LABEL_MATURITY_DAYS + 1))],
     kinds={"pandera", "parquet"},
     check_specs=[dg.AssetCheckSpec(LABEL_CONTRACT, asset="validated_labels", blocking=True,
                                    description="no fraud report is rejected: well formed, refers to a known "
@@ -146,6 +152,7 @@ def validated_transactions(context: dg.AssetExecutionContext, config: Validation
 )
 def validated_labels(context: dg.AssetExecutionContext, storage: VigilStorage):
     """Fraud reports that pass the label contract."""
+    refuse_unordered_backfill(context)
     per_day = []
     for day in days_of(context):
         v = ingestion.validate_labels_day(storage.paths, day)

@@ -63,6 +63,7 @@ class Settings:
     serving_store_timeout_ms: int = 250  # VIGIL_SERVING_STORE_TIMEOUT_MS: online store read timeout (then degraded)
     serving_workers: int = 1  # VIGIL_SERVING_WORKERS: endpoint processes
     serving_threads: int = 4  # VIGIL_SERVING_THREADS: handler threads per process
+    backfill_partitions_per_run: int = 0  # VIGIL_BACKFILL_PARTITIONS_PER_RUN: days per backfill run (0: the whole range in one)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -135,6 +136,7 @@ class Settings:
             serving_store_timeout_ms=whole("VIGIL_SERVING_STORE_TIMEOUT_MS", "250", 10, 60_000),
             serving_workers=whole("VIGIL_SERVING_WORKERS", "1", 1, 64),
             serving_threads=whole("VIGIL_SERVING_THREADS", "4", 1, 256),
+            backfill_partitions_per_run=whole("VIGIL_BACKFILL_PARTITIONS_PER_RUN", "0", 0, 366),
         )
 
     def deploy_config(self) -> dict:
