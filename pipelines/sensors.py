@@ -78,7 +78,7 @@ def landing_requests(paths: config.Paths, tx_source=None, label_source=None,
         changed = []
         for src, done in ((tx_source, lake.day_file(paths.validated, day)), (label_source, lake.day_file(paths.labels, day))):
             newest = src.newest_mtime_ns(day)
-            if newest and (not done.exists() or newest > done.stat().st_mtime_ns):
+            if newest and (not done.exists() or newest > lake.mtime_ns(done)):
                 changed += [p.name for p in src.files(day)]
         if changed:
             sig = hashlib.sha256(f"{tx_source.signature(day)}|{label_source.signature(day)}".encode()).hexdigest()[:16]
@@ -195,8 +195,6 @@ def maturity_requests(paths: config.Paths) -> list[dg.RunRequest]:
     label_days = lake.available_days(paths.labels)
     if not label_days:
         return []
-    import pyarrow.parquet as pq
-
     out = []
     for day in lake.available_days(paths.lake / "predictions"):
         if label_maturity(day, label_days[-1], LABEL_MATURITY_DAYS) < 1:
@@ -206,7 +204,7 @@ def maturity_requests(paths: config.Paths) -> list[dg.RunRequest]:
             done = json.loads(history.read_text())
             if done.get("label_maturity", 0) >= 1 or done.get("rows", 1) == 0:
                 continue
-        if pq.read_metadata(lake.day_file(paths.lake / "predictions", day)).num_rows == 0:
+        if lake.read_metadata(lake.day_file(paths.lake / "predictions", day)).num_rows == 0:
             continue  # a day nobody was served: no figures to finish
         out.append(dg.RunRequest(partition_key=day.isoformat(), run_key=f"labels-mature-{day}",
                                  tags={"vigil/trigger": "label_maturity"}))

@@ -183,6 +183,60 @@ def drop_redis_project(services: dict, project: str) -> int:
     return len(keys)
 
 
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "vigil-test", "AWS_SECRET_ACCESS_KEY": "vigil-test", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def object_store():
+    """A local S3-compatible server (moto's server mode, from PyPI) on loopback, for this session;
+    each test takes its own bucket from ``bucket()``. Its credentials are moto's dummies, set in
+    ``os.environ`` for the session (botocore reads them from there, as it would on a real host)."""
+    import subprocess
+    import sys
+    import time
+
+    import boto3
+
+    moto = Path(sys.executable).parent / "moto_server"
+    if not moto.exists():
+        if os.environ.get("VIGIL_REQUIRE_PRODUCTION_TESTS"):
+            raise RuntimeError(f"moto_server is not installed ({moto}): run `make .venv/.synced`")
+        pytest.skip("moto_server (the dev dependency moto[server]) is not installed")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    old = {k: os.environ.get(k) for k in S3_CREDENTIALS}
+    os.environ.update(S3_CREDENTIALS)
+    client = boto3.client("s3", endpoint_url=endpoint)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.list_buckets()
+            break
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto_server did not start on {endpoint}")
+            time.sleep(0.2)
+
+    def bucket() -> str:
+        name = f"vigil-test-{uuid.uuid4().hex[:10]}"
+        client.create_bucket(Bucket=name)
+        return name
+
+    try:
+        yield {"endpoint": endpoint, "bucket": bucket, "client": client, "env": dict(S3_CREDENTIALS)}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @pytest.fixture
 def dagster_pg(production_services, tmp_path):
     """DAGSTER_HOME with the production instance config, on a fresh database."""

@@ -25,7 +25,7 @@ def quarantine(a: argparse.Namespace) -> None:
     path = lake.day_file(paths.quarantine, date.fromisoformat(a.date))
     # one thread: pyarrow's parquet reader threads can outlive the read into interpreter teardown and
     # abort the process after its output is written (apache/arrow#34314; ~30 % of runs here)
-    frame = pd.read_parquet(path, use_threads=False) if path.exists() else None
+    frame = lake.read_parquet(path, use_threads=False) if path.exists() else None
     if frame is None:
         raise SystemExit(f"no quarantine for {a.date} in {paths.quarantine}: that day was not validated")
     if a.format == "csv":

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from vigil import lake
 from vigil.settings import DEFAULT_START_DATE, Settings  # noqa: F401  (DEFAULT_START_DATE re-exported)
 
 LABEL_MATURITY_DAYS = 7
@@ -18,6 +19,8 @@ LABEL_MATURITY_DAYS = 7
 @dataclass(frozen=True)
 class Paths:
     root: Path
+    lake_uri: str = ""  # empty: <root>/lake; else a local folder or s3://bucket/prefix (VIGIL_LAKE_URI)
+    s3_endpoint: str = ""  # an S3-compatible server for an s3:// lake (VIGIL_S3_ENDPOINT_URL)
 
     @property
     def landing(self) -> Path:
@@ -25,32 +28,37 @@ class Paths:
         return self.root / "landing"
 
     @property
-    def lake(self) -> Path:
-        return self.root / "lake"
+    def lake(self) -> lake.LakeFolder:
+        """Every day-partitioned table: a local folder, or a prefix on an object store."""
+        return lake.location(self.lake_uri, self.s3_endpoint) if self.lake_uri else self.root / "lake"
 
     @property
-    def raw(self) -> Path:
+    def lake_is_remote(self) -> bool:
+        return self.lake_uri.startswith("s3://")
+
+    @property
+    def raw(self) -> lake.LakeFolder:
         return self.lake / "raw_transactions"
 
     @property
-    def validated(self) -> Path:
+    def validated(self) -> lake.LakeFolder:
         return self.lake / "validated_transactions"
 
     @property
-    def quarantine(self) -> Path:
+    def quarantine(self) -> lake.LakeFolder:
         return self.lake / "quarantine"
 
     @property
-    def held(self) -> Path:
+    def held(self) -> lake.LakeFolder:
         """Admitted rows of days a blocking check stopped: kept, but not read by features."""
         return self.lake / "held"
 
     @property
-    def labels(self) -> Path:
+    def labels(self) -> lake.LakeFolder:
         return self.lake / "labels"
 
     @property
-    def features(self) -> Path:
+    def features(self) -> lake.LakeFolder:
         return self.lake / "features"
 
     @property
@@ -86,10 +94,10 @@ class Paths:
 
 
 def paths(root: str | Path | None = None, settings: Settings | None = None) -> Paths:
-    """Paths under ``root``, else under the settings' home (``VIGIL_HOME``)."""
-    if root:
-        return Paths(Path(root).resolve())
-    return Paths((settings or Settings.from_env()).home)
+    """Paths under ``root``, else under the settings' home (``VIGIL_HOME``); the lake where the
+    settings put it (``VIGIL_LAKE_URI``, default ``<root>/lake``)."""
+    settings = settings or Settings.from_env()
+    return Paths(Path(root).resolve() if root else settings.home, settings.lake_uri, settings.s3_endpoint_url)
 
 
 def start_date(settings: Settings | None = None) -> date:

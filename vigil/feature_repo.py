@@ -45,8 +45,10 @@ def definitions(paths: config.Paths) -> list:
         if spec.entity not in entities:
             entities[spec.entity] = Entity(name=spec.entity, join_keys=[spec.key], value_type=ValueType.INT64)
             objs.append(entities[spec.entity])
+        # a local folder or an s3:// prefix: the shared registry names the same files for every host
         source = FileSource(name=f"{spec.folder}_snapshots", path=str(paths.features / spec.folder),
-                            file_format=ParquetFormat(), timestamp_field="event_timestamp")
+                            file_format=ParquetFormat(), timestamp_field="event_timestamp",
+                            s3_endpoint_override=paths.s3_endpoint if paths.lake_is_remote else None)
         objs.append(source)
         if spec is INTRADAY_VIEW:
             source = PushSource(name=INTRADAY_PUSH, batch_source=source)

@@ -283,12 +283,14 @@ def _no_gaps(paths, days: list[date]) -> None:
     """Features over a history with a hole would be silently wrong (counts too low): refuse."""
     from vigil import lake
 
-    held = [d for d in days if lake.day_file(paths.held, d).exists()]
+    # one listing per folder (one request on an object store) instead of one per day
+    held_days, validated_days = set(lake.available_days(paths.held)), set(lake.available_days(paths.validated))
+    held = [d for d in days if d in held_days]
     if held:
         why = (lake.day_file(paths.held, held[0], ".txt").read_text().strip().splitlines() or [""])[0]
         raise ValueError(f"history day(s) {', '.join(map(str, held))} held by validation ({why}); "
                          "fix the source and re-run those days first")
-    present = [lake.day_file(paths.validated, d).exists() for d in days]
+    present = [d in validated_days for d in days]
     if True in present:
         first = present.index(True)
         gaps = [d for d, ok in zip(days[first:], present[first:]) if not ok]

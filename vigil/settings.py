@@ -32,6 +32,18 @@ def _url(name: str, value: str) -> str:
     return value.rstrip("/")
 
 
+def _lake_uri(value: str) -> str:
+    """A local folder (made absolute) or ``s3://bucket[/prefix]``; any other scheme is refused."""
+    if not value:
+        return ""
+    if "://" in value:
+        bucket = value[5:].split("/")[0] if value.startswith("s3://") else ""
+        if not bucket or len(value) > 1000:
+            raise SettingsError(f"VIGIL_LAKE_URI must be a local folder or s3://bucket[/prefix]; got {value!r}")
+        return value.rstrip("/")
+    return str(Path(value).resolve())
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path  # VIGIL_HOME: root of every file Vigil keeps (default ./.vigil)
@@ -40,6 +52,8 @@ class Settings:
     profile: str = "local"  # VIGIL_PROFILE: local (embedded) or production (PostgreSQL, Redis)
     feast_project: str = "vigil"  # VIGIL_FEAST_PROJECT: Feast project (Redis keys, registry rows)
     feast_config: Path | None = None  # VIGIL_FEAST_CONFIG: another feature_store.yaml
+    lake_uri: str = ""  # VIGIL_LAKE_URI: the lake, a local folder or s3://bucket/prefix (default <home>/lake)
+    s3_endpoint_url: str = ""  # VIGIL_S3_ENDPOINT_URL: an S3-compatible server (MinIO, moto); empty: AWS
     source: str = "files"  # VIGIL_SOURCE: files or postgres
     source_folder: str = ""  # VIGIL_SOURCE_FOLDER: landing folder (default $VIGIL_HOME/landing)
     source_format: str = "auto"  # VIGIL_SOURCE_FORMAT
@@ -114,6 +128,8 @@ class Settings:
             profile=choice("VIGIL_PROFILE", "local", PROFILES),
             feast_project=get("VIGIL_FEAST_PROJECT", "vigil"),
             feast_config=Path(feast_config).resolve() if feast_config else None,
+            lake_uri=_lake_uri(get("VIGIL_LAKE_URI", "")),
+            s3_endpoint_url=_url("VIGIL_S3_ENDPOINT_URL", get("VIGIL_S3_ENDPOINT_URL", "")) if get("VIGIL_S3_ENDPOINT_URL", "") else "",
             source=choice("VIGIL_SOURCE", "files", SOURCES),
             source_folder=get("VIGIL_SOURCE_FOLDER", ""),
             source_format=choice("VIGIL_SOURCE_FORMAT", "auto", FORMATS),
