@@ -68,6 +68,7 @@ class DeployConfig(dg.Config):
 
 
 @dg.asset(group_name="deployment", kinds={"bentoml"})
+@io_retries
 def production_model(context: dg.AssetExecutionContext, config: DeployConfig, storage: VigilStorage,
                      registered_model: dict) -> dict:
     """Promotion to production, or the start of its rollout. Runs only after the blocking

@@ -24,6 +24,7 @@ def feast_registry(storage: VigilStorage, feature_store: FeatureStoreResource) -
           # a day's snapshot reads the validated transactions and reports of its 37 days (history_days)
           deps=[window_dep("validated_transactions", -(HISTORY_DAYS - 1)), window_dep("validated_labels", -(HISTORY_DAYS - 1))],
           kinds={"pandas", "parquet"})
+@io_retries
 def feature_snapshots(context: dg.AssetExecutionContext, storage: VigilStorage) -> dg.MaterializeResult:
     """Customer spending and terminal risk windows as of each day's end (Feast's offline source)."""
     refuse_unordered_backfill(context)

@@ -7,7 +7,7 @@ from datetime import timedelta
 import dagster as dg
 import pandas as pd
 
-from assets.common import BACKFILL_POLICY, DAILY, days_of, md_table, refuse_unordered_backfill, window_dep
+from assets.common import BACKFILL_POLICY, DAILY, days_of, io_retries, md_table, refuse_unordered_backfill, window_dep
 from resources import VigilStorage
 from vigil import lake, plots
 from vigil.config import LABEL_MATURITY_DAYS
@@ -17,6 +17,7 @@ from vigil.monitoring import label_maturity, live_performance
 @dg.asset(group_name="feedback", partitions_def=DAILY, backfill_policy=BACKFILL_POLICY,
           # a day's reports arrive within the maturity window: it reads the labels of the 7 days after it
           deps=["prediction_log_daily", window_dep("validated_labels", 0, LABEL_MATURITY_DAYS)], kinds={"pandas"})
+@io_retries
 def live_performance_daily(context: dg.AssetExecutionContext, storage: VigilStorage) -> dg.MaterializeResult:
     """How the served model did on each day, with the labels known now and how mature they are
     (``label_maturity``); the label-maturity sensor re-runs a day once its label window closes."""

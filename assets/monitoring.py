@@ -9,7 +9,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from assets.common import BACKFILL_POLICY, DAILY, days_of, md_table
+from assets.common import BACKFILL_POLICY, DAILY, days_of, io_retries, md_table
 from resources import AlertSinks, VigilStorage
 from vigil import lake, plots, prediction_log, registry
 from vigil.alerts import Alert
@@ -29,6 +29,7 @@ class PredictionLogConfig(dg.Config):
 
 
 @dg.asset(group_name="monitoring", partitions_def=DAILY, backfill_policy=BACKFILL_POLICY, kinds={"parquet"})
+@io_retries
 def prediction_log_daily(context: dg.AssetExecutionContext, config: PredictionLogConfig, storage: VigilStorage,
                          alerts: AlertSinks) -> dg.MaterializeResult:
     """Every prediction served for the day (from the endpoint's append-only log), as one table: a
@@ -68,6 +69,7 @@ def prediction_log_daily(context: dg.AssetExecutionContext, config: PredictionLo
 
 @dg.asset(group_name="monitoring", partitions_def=DAILY, backfill_policy=BACKFILL_POLICY, deps=["prediction_log_daily"],
           kinds={"evidently"})
+@io_retries
 def drift_report(context: dg.AssetExecutionContext, config: DriftConfig, storage: VigilStorage) -> dg.MaterializeResult:
     """Evidently data drift of the features actually served against the serving model's training reference.
 

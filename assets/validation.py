@@ -6,7 +6,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.common import (BACKFILL_POLICY, DAILY, bounded_table, days_of, md_table, progress, refuse_unordered_backfill,
+from assets.common import (BACKFILL_POLICY, DAILY, bounded_table, days_of, io_retries, md_table, progress,
+                           refuse_unordered_backfill,
                            window_dep)
 from resources import VigilStorage
 from vigil import data_profile, ingestion, registry
@@ -74,6 +75,7 @@ def production_reference(paths) -> tuple[str, tuple | None]:
         for name, desc in _DESCRIPTIONS.items()
     ],
 )
+@io_retries
 def validated_transactions(context: dg.AssetExecutionContext, config: ValidationConfig, storage: VigilStorage):
     """Rows that pass the raw-transaction contract; rejected rows go to the quarantine with reasons.
     A day failing a blocking check is held back (``lake/held``) and blocks downstream."""
@@ -150,6 +152,7 @@ def validated_transactions(context: dg.AssetExecutionContext, config: Validation
                                    description="no fraud report is rejected: well formed, refers to a known "
                                                "transaction, not made before it")],
 )
+@io_retries
 def validated_labels(context: dg.AssetExecutionContext, storage: VigilStorage):
     """Fraud reports that pass the label contract."""
     refuse_unordered_backfill(context)

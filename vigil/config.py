@@ -20,7 +20,8 @@ LABEL_MATURITY_DAYS = 7
 class Paths:
     root: Path
     lake_uri: str = ""  # empty: <root>/lake; else a local folder or s3://bucket/prefix (VIGIL_LAKE_URI)
-    s3_endpoint: str = ""  # an S3-compatible server for an s3:// lake (VIGIL_S3_ENDPOINT_URL)
+    s3_endpoint: str = ""  # an S3-compatible server for s3:// locations (VIGIL_S3_ENDPOINT_URL)
+    model_store_uri: str = ""  # registered models and the promotion pointer for every host (VIGIL_MODEL_STORE_URI)
 
     @property
     def landing(self) -> Path:
@@ -31,6 +32,12 @@ class Paths:
     def lake(self) -> lake.LakeFolder:
         """Every day-partitioned table: a local folder, or a prefix on an object store."""
         return lake.location(self.lake_uri, self.s3_endpoint) if self.lake_uri else self.root / "lake"
+
+    @property
+    def shared_models(self) -> lake.LakeFolder | None:
+        """Where every host finds the registered models and the promotion pointer (an object-store
+        prefix or a shared folder); None: this host's BentoML store and ``registry/`` only."""
+        return lake.location(self.model_store_uri, self.s3_endpoint) if self.model_store_uri else None
 
     @property
     def lake_is_remote(self) -> bool:
@@ -97,7 +104,8 @@ def paths(root: str | Path | None = None, settings: Settings | None = None) -> P
     """Paths under ``root``, else under the settings' home (``VIGIL_HOME``); the lake where the
     settings put it (``VIGIL_LAKE_URI``, default ``<root>/lake``)."""
     settings = settings or Settings.from_env()
-    return Paths(Path(root).resolve() if root else settings.home, settings.lake_uri, settings.s3_endpoint_url)
+    return Paths(Path(root).resolve() if root else settings.home, settings.lake_uri, settings.s3_endpoint_url,
+                 settings.model_store_uri)
 
 
 def start_date(settings: Settings | None = None) -> date:

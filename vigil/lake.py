@@ -144,6 +144,19 @@ def _folder(folder) -> LakeFolder:
     return folder if isinstance(folder, ObjectPath) else Path(folder)
 
 
+def put(dest: LakeFolder, data: bytes) -> None:
+    """Write ``dest`` whole: one PUT on an object store, a rename in a local or shared folder, so a
+    reader sees the old content or the new, never a part."""
+    if isinstance(dest, ObjectPath):
+        dest.write_bytes(data)
+        return
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, dest)
+
+
 def mtime_ns(path: LakeFolder) -> int:
     return path.mtime_ns() if isinstance(path, ObjectPath) else path.stat().st_mtime_ns
 

@@ -2,6 +2,11 @@
 transition are records in :mod:`vigil.registry_db` (SQLite, or PostgreSQL in production);
 promotion is a recorded act that also moves the ``production`` pointer the endpoint watches.
 
+With a shared model store (``VIGIL_MODEL_STORE_URI``: an object-store prefix or a shared folder)
+every registered version is also published there, and the pointer lives there: an endpoint on
+another host follows promotions and fetches the version it is told to serve, hash-checked before
+it is loaded.
+
 This is the only module of the core that imports bentoml.
 """
 
@@ -11,15 +16,17 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
+from vigil import lake
 from vigil.config import Paths
 from vigil.model import FraudModel
 from vigil.policy import DecisionPolicy
-from vigil.registry_db import POINTER
+from vigil.registry_db import pointer_path, read_pointer  # noqa: F401  (re-exported)
 
 log = logging.getLogger("vigil.registry")
 
@@ -71,6 +78,8 @@ def register(paths: Paths, model: FraudModel, policy: DecisionPolicy, metadata: 
             shutil.copyfile(f, Path(m.path) / Path(f).name)
         write_manifest(Path(m.path))
     tag = str(m.tag)
+    if paths.shared_models is not None:
+        publish(paths, tag, Path(m.path))
     _record(paths, tag, meta, reason, actor)
     return tag
 
@@ -99,12 +108,20 @@ def list_versions(paths: Paths) -> list[dict]:
     return sorted(out, key=lambda r: r["created"])
 
 
+TAG = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?:[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$")
+
+
 def model_info(paths: Paths, tag: str) -> dict:
+    if not TAG.match(tag or ""):
+        raise ModelNotFound(f"{tag!r} is not a model tag (name:version, lowercase letters, digits, '.', '_', '-')")
     bentoml, store = _bentoml(paths)
     try:
         m = bentoml.models.get(tag, _model_store=store)
     except bentoml.exceptions.NotFound as exc:
-        raise ModelNotFound(f"model {tag!r} is not in {paths.bentoml_home}") from exc
+        if paths.shared_models is None or not fetch(paths, tag):
+            where = f"{paths.bentoml_home}" + (f" nor in {paths.shared_models}" if paths.shared_models is not None else "")
+            raise ModelNotFound(f"model {tag!r} is not in {where}") from exc
+        m = bentoml.models.get(tag, _model_store=store)
     return {"tag": str(m.tag), "path": m.path, "metadata": dict(m.info.metadata), "labels": dict(m.info.labels)}
 
 
@@ -128,6 +145,50 @@ def write_manifest(folder: Path) -> None:
     """``sha256  name`` for every file of a model version, written once at registration."""
     lines = [f"{_sha256(f)}  {f.name}" for f in sorted(Path(folder).iterdir()) if f.is_file() and f.name != MANIFEST]
     (Path(folder) / MANIFEST).write_text("\n".join(lines) + "\n")
+
+
+def _shared_version(paths: Paths, tag: str):
+    if not TAG.match(tag) or ".." in tag:
+        raise ModelNotFound(f"{tag!r} is not a model tag (name:version)")
+    name, _, version = tag.partition(":")
+    return paths.shared_models / name / version
+
+
+def publish(paths: Paths, tag: str, folder: Path) -> None:
+    """Copy a version's files to the shared model store, its manifest last: a host that sees the
+    manifest finds every file it lists (and checks each against it before loading)."""
+    dest = _shared_version(paths, tag)
+    files = sorted(f for f in Path(folder).iterdir() if f.is_file())
+    for f in sorted(files, key=lambda f: f.name == MANIFEST):
+        lake.put(dest / f.name, f.read_bytes())
+    log.info("published %s to %s (%d files)", tag, dest, len(files))
+
+
+def fetch(paths: Paths, tag: str) -> bool:
+    """Bring a published version from the shared model store into this host's BentoML store,
+    after checking every file against its manifest (:class:`CorruptModel` otherwise, and nothing
+    is kept). False when the shared store does not hold it."""
+    src = _shared_version(paths, tag)
+    if not (src / MANIFEST).exists():
+        return False
+    name, _, version = tag.partition(":")
+    target = paths.bentoml_home / "models" / name / version
+    tmp = target.with_name(f".{version}.fetch{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for f in src.iterdir():
+            (tmp / f.name).write_bytes(f.read_bytes())
+        verify(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process fetched it first: theirs is as good
+            if not target.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("fetched %s from %s", tag, src)
+    return True
 
 
 def verify(folder: Path) -> bool:
@@ -172,12 +233,15 @@ def promote(paths: Paths, tag: str, reason: str, stage: str = "production", acto
     info = model_info(paths, tag)  # fails loudly on a tag the model store does not hold
     db = records(paths)
     try:
-        db.version(tag)
+        recorded = db.version(tag)
     except StageError:  # a version from before the records existed: recorded on first use
-        _record(paths, tag, info["metadata"], "recorded on promotion (registered before stage records)", actor)
+        recorded = _record(paths, tag, info["metadata"], "recorded on promotion (registered before stage records)", actor)
     paths.registry.mkdir(parents=True, exist_ok=True)
     previous = current(paths, stage)
-    db.move(tag, stage, reason, actor_name(actor))
+    # a promotion whose record moved but whose pointer write failed (the store went away) is
+    # finished by running it again: the record is not moved twice
+    if not (stage == "production" and recorded["stage"] == "production" and (previous or {}).get("tag") != tag):
+        db.move(tag, stage, reason, actor_name(actor))
     entry = {
         "stage": stage,
         "tag": tag,
@@ -186,16 +250,13 @@ def promote(paths: Paths, tag: str, reason: str, stage: str = "production", acto
         "actor": actor_name(actor),
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    pointer = paths.registry / (POINTER if stage == "production" else f"{stage}.json")
-    tmp = pointer.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entry))
-    os.replace(tmp, pointer)
+    lake.put(pointer_path(paths, stage), json.dumps(entry).encode())
     return entry
 
 
 def current(paths: Paths, stage: str = "production") -> dict | None:
-    pointer = paths.registry / (POINTER if stage == "production" else f"{stage}.json")
-    return json.loads(pointer.read_text()) if pointer.exists() else None
+    text = read_pointer(paths, stage)
+    return json.loads(text) if text else None
 
 
 def promotion_log(paths: Paths) -> list[dict]:

@@ -20,6 +20,26 @@ from pathlib import Path
 POINTER = "production.json"  # the file a promotion to production writes atomically; the endpoint follows it
 ROLLOUT_STATE = "rollout.json"  # vigil.rollout's state, which the endpoint follows the same way
 
+
+
+def shared_file(paths, name: str):
+    """A file every endpoint follows (the promotion pointer, the rollout's state): in the shared
+    model store when there is one (every host sees it), else under ``registry/``."""
+    return (paths.shared_models if paths.shared_models is not None else paths.registry) / name
+
+
+def pointer_path(paths, stage: str = "production"):
+    """The file naming the version a stage serves."""
+    return shared_file(paths, POINTER if stage == "production" else f"{stage}.json")
+
+
+def read_pointer(paths, stage: str = "production") -> str | None:
+    try:
+        return pointer_path(paths, stage).read_text()
+    except FileNotFoundError:
+        return None
+
+
 STAGES = ("candidate", "shadow", "canary", "production", "archived", "rejected")
 # which stage may follow which: a rejected candidate stays rejected; anything else can be retired
 ALLOWED = {

@@ -29,9 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vigil import lake
 from vigil.config import Paths
 from vigil.monitoring import psi
 from vigil.registry_db import ROLLOUT_STATE as STATE
+from vigil.registry_db import shared_file
 STEPS = (("shadow", 0), ("canary", 5), ("canary", 25), ("canary", 50))
 MAX_LOG_BYTES = 50_000_000  # per process and candidate: a stuck rollout cannot fill the disk
 
@@ -64,8 +66,8 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def state_path(paths: Paths) -> Path:
-    return paths.registry / STATE
+def state_path(paths: Paths):
+    return shared_file(paths, STATE)
 
 
 def read_state(paths: Paths) -> dict | None:
@@ -80,9 +82,7 @@ def _write_state(paths: Paths, state: dict | None) -> None:
     if state is None:
         p.unlink(missing_ok=True)
         return
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, p)
+    lake.put(p, json.dumps(state, indent=1).encode())
 
 
 def log_folder(paths: Paths, candidate: str) -> Path:
@@ -106,7 +106,9 @@ def start(paths: Paths, candidate: str, reason: str, actor: str | None = None,
     # the gate found it better than *this* champion beyond noise, on the recent window with the
     # labels known at T: then disagreeing with the champion is what it is for, not a fault
     better = bool(evidence.get("champion") == champion["tag"] and (evidence.get("ci_low") or -1) > 0)
-    registry.records(paths).move(candidate, "shadow", f"rollout started: {reason}", registry.actor_name(actor))
+    db = registry.records(paths)
+    if db.version(candidate)["stage"] != "shadow":  # a start whose state write failed is finished by a re-run
+        db.move(candidate, "shadow", f"rollout started: {reason}", registry.actor_name(actor))
     state = {"candidate": candidate, "champion": champion["tag"], "step": 0, "stage": "shadow", "percent": 0,
              "started_at": _now(), "step_started_at": _now(), "failures": 0, "reason": reason,
              "guardrails": asdict(guardrails or Guardrails()), "analyses": [],

@@ -8,6 +8,7 @@ time; training assembles the same columns through :mod:`vigil.training` with the
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -81,11 +82,11 @@ class Scorer:
         self.log = PredictionLog(paths.predictions) if log_predictions else None
         self.deployed: Deployed | None = None
         self.poll_seconds = poll_seconds
-        self._pointer_mtime = 0.0
+        self._pointer_seen: str | None = None
         self.rollout: Rollout | None = None
         self._last_error = ""
         self._alerted: set[tuple[str, str]] = set()
-        self._rollout_mtime = 0.0
+        self._rollout_seen: str | None = None
         self._stop = threading.Event()
         self.counters = {**{f"stale_{v.name}": 0 for v in FEATURE_VIEWS}, "scored": 0, "degraded": 0, "abandoned": 0}
         try:
@@ -116,38 +117,33 @@ class Scorer:
             self.reload_rollout()
         except Exception as exc:  # a broken rollout must not stop production promotions
             self._log_once(f"rollout reload failed ({exc}); the champion keeps answering")
-        pointer = self.paths.registry / registry.POINTER
-        try:
-            mtime = pointer.stat().st_mtime
-        except FileNotFoundError:
+        # the pointer's content, not its modification time: an object store's is whole seconds, and
+        # two promotions can fall in one second; the file is a few hundred bytes
+        text = registry.read_pointer(self.paths)
+        if text is None or text == self._pointer_seen:
             return False
-        if mtime == self._pointer_mtime:
-            return False
-        entry = registry.current(self.paths)
+        entry = json.loads(text)
         if self.deployed is None or entry["tag"] != self.deployed.tag:
             model, policy, _ = self._load(entry["tag"])
             self.deployed = Deployed(entry["tag"], model, policy, entry["at"])
             log.info("serving model %s", entry["tag"])
-        self._pointer_mtime = mtime
+        self._pointer_seen = text
         return True
 
     def reload_rollout(self) -> None:
         from vigil import rollout
 
-        path = rollout.state_path(self.paths)
-        try:
-            mtime = path.stat().st_mtime
+        try:  # by content, as the pointer
+            text = rollout.state_path(self.paths).read_text()
         except FileNotFoundError:
             if self.rollout is not None:
                 log.info("rollout of %s ended", self.rollout.candidate.tag)
-                old, self.rollout, self._rollout_mtime = self.rollout, None, 0.0
+                old, self.rollout, self._rollout_seen = self.rollout, None, None
                 old.log.close()
             return
-        if mtime == self._rollout_mtime:
+        if text == self._rollout_seen:
             return
-        state = rollout.read_state(self.paths)
-        if state is None:
-            return
+        state = json.loads(text)
         current = self.rollout
         if current is not None and current.candidate.tag == state["candidate"]:
             cand, rlog = current.candidate, current.log
@@ -156,7 +152,7 @@ class Scorer:
             cand = Deployed(state["candidate"], model, policy, state["started_at"])
             rlog = rollout.RolloutLog(rollout.log_folder(self.paths, state["candidate"]))
         self.rollout = Rollout(state["stage"], float(state["percent"]), cand, rlog)
-        self._rollout_mtime = mtime
+        self._rollout_seen = text
         log.info("rollout: %s at %s %s %%", cand.tag, state["stage"], state["percent"])
 
     def _alert(self, name: str, episode: str, summary: str, details: dict) -> None:

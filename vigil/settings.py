@@ -32,14 +32,14 @@ def _url(name: str, value: str) -> str:
     return value.rstrip("/")
 
 
-def _lake_uri(value: str) -> str:
+def _location(name: str, value: str) -> str:
     """A local folder (made absolute) or ``s3://bucket[/prefix]``; any other scheme is refused."""
     if not value:
         return ""
     if "://" in value:
         bucket = value[5:].split("/")[0] if value.startswith("s3://") else ""
         if not bucket or len(value) > 1000:
-            raise SettingsError(f"VIGIL_LAKE_URI must be a local folder or s3://bucket[/prefix]; got {value!r}")
+            raise SettingsError(f"{name} must be a local folder or s3://bucket[/prefix]; got {value!r}")
         return value.rstrip("/")
     return str(Path(value).resolve())
 
@@ -53,6 +53,7 @@ class Settings:
     feast_project: str = "vigil"  # VIGIL_FEAST_PROJECT: Feast project (Redis keys, registry rows)
     feast_config: Path | None = None  # VIGIL_FEAST_CONFIG: another feature_store.yaml
     lake_uri: str = ""  # VIGIL_LAKE_URI: the lake, a local folder or s3://bucket/prefix (default <home>/lake)
+    model_store_uri: str = ""  # VIGIL_MODEL_STORE_URI: registered models and the promotion pointer shared by every host (s3://bucket/prefix or a shared folder); empty: this host's BentoML store only
     s3_endpoint_url: str = ""  # VIGIL_S3_ENDPOINT_URL: an S3-compatible server (MinIO, moto); empty: AWS
     source: str = "files"  # VIGIL_SOURCE: files or postgres
     source_folder: str = ""  # VIGIL_SOURCE_FOLDER: landing folder (default $VIGIL_HOME/landing)
@@ -128,7 +129,8 @@ class Settings:
             profile=choice("VIGIL_PROFILE", "local", PROFILES),
             feast_project=get("VIGIL_FEAST_PROJECT", "vigil"),
             feast_config=Path(feast_config).resolve() if feast_config else None,
-            lake_uri=_lake_uri(get("VIGIL_LAKE_URI", "")),
+            lake_uri=_location("VIGIL_LAKE_URI", get("VIGIL_LAKE_URI", "")),
+            model_store_uri=_location("VIGIL_MODEL_STORE_URI", get("VIGIL_MODEL_STORE_URI", "")),
             s3_endpoint_url=_url("VIGIL_S3_ENDPOINT_URL", get("VIGIL_S3_ENDPOINT_URL", "")) if get("VIGIL_S3_ENDPOINT_URL", "") else "",
             source=choice("VIGIL_SOURCE", "files", SOURCES),
             source_folder=get("VIGIL_SOURCE_FOLDER", ""),

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vigil.config import Paths
-from vigil.registry_db import POINTER, ROLLOUT_STATE
+from vigil.registry_db import ROLLOUT_STATE, read_pointer, shared_file
 
 SHOWN = (("handbook_auc", "AUC"), ("handbook_average_precision", "AP"), ("handbook_card_precision_at_100", "CP@100"))
 
@@ -46,8 +46,8 @@ def status(paths: Paths, dagster_home: Path | None = None) -> dict:
     from vigil.registry_db import open_records
 
     db = open_records(paths.registry)
-    pointer = paths.registry / POINTER
-    serving = json.loads(pointer.read_text()) if pointer.exists() else None
+    pointer = read_pointer(paths)
+    serving = json.loads(pointer) if pointer else None
     prod = db.version(serving["tag"]) if serving else None
     since = None
     if prod:
@@ -61,7 +61,7 @@ def status(paths: Paths, dagster_home: Path | None = None) -> dict:
         last = json.loads(reports[-1].read_text())
         drift = {"day": reports[-1].stem, "dataset_drift": last.get("dataset_drift"), "drift_share": last.get("drift_share"),
                  "report": last.get("url") or last.get("html"), "model": last.get("model")}
-    rollout_file = paths.registry / ROLLOUT_STATE  # read here, not through vigil.rollout (no pandas)
+    rollout_file = shared_file(paths, ROLLOUT_STATE)  # read here, not through vigil.rollout (no pandas)
     rollout = json.loads(rollout_file.read_text()) if rollout_file.exists() else None
     from vigil.alerts import Alerter
 

@@ -34,7 +34,8 @@ def test_main_job_in_the_production_profile(tmp_path, production_services, dagst
     env.update({k: v for k, v in dagster_pg["env"].items() if k != "DAGSTER_HOME"})
     env.update(PYTHONPATH=str(ROOT), VIGIL_PROFILE="production", VIGIL_FEAST_PROJECT=project,
                VIGIL_FEAST_REGISTRY=production_services["registry"], VIGIL_REDIS_URL=production_services["redis"],
-               VIGIL_LAKE_URI=f"s3://{bucket}/lake", VIGIL_S3_ENDPOINT_URL=object_store["endpoint"], **object_store["env"])
+               VIGIL_LAKE_URI=f"s3://{bucket}/lake", VIGIL_MODEL_STORE_URI=f"s3://{bucket}/models",
+               VIGIL_S3_ENDPOINT_URL=object_store["endpoint"], **object_store["env"])
     cmd = [sys.executable, "-m", "vigil.cli", "demo", "--once", "--json", "--days", "66", "--customers", "300",
            "--terminals", "600", "--seed", "11", "--home", str(home), "--dagster-port", "0", "--serving-port", "0",
            "--wait-retrain", "0"]
@@ -50,6 +51,10 @@ def test_main_job_in_the_production_profile(tmp_path, production_services, dagst
                 for o in page.get("Contents", [])]
         tables = {k.split("/")[1] for k in keys}
         assert {"raw_transactions", "validated_transactions", "labels", "features", "predictions"} <= tables, tables
+        # the registered versions (manifest last) and the pointer the endpoint followed are shared
+        pointer = json.loads(object_store["client"].get_object(Bucket=bucket, Key="models/production.json")["Body"].read())
+        assert f"models/{pointer['tag'].replace(':', '/')}/SHA256SUMS" in keys
+        assert pointer["tag"] in (summary["model_version"], (summary.get("retraining") or {}).get("model_version"))
         # the 66 days of the backfill, then the replayed day the landing sensor ran
         assert sum(k.startswith("lake/validated_transactions/") and k.endswith(".parquet") for k in keys) == 67
         with psycopg.connect(dagster_pg["dsn"]) as conn:
