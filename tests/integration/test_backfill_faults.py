@@ -1,13 +1,15 @@
-"""Runs survive object-store faults (issue 15 §2). The lake is on a local S3-compatible server
-(moto's); faults are injected by a TCP proxy the test controls, or by killing the run's process:
+"""Backfills survive faults of the stores they read and write (issue 15 §2), injected by a TCP
+proxy the test controls (never by stopping the machine's shared services) or by killing the run:
 
-- the proxy down for 30 s in the middle of a backfill (every open connection reset, new ones
-  refused): the steps retry (``assets.common.io_retries``) and the run succeeds;
+- the lake on a local S3-compatible server (moto's), the proxy in front of it down for 30 s in the
+  middle of a backfill (every open connection reset, new ones refused);
 - ``kill -9`` of ``dagster asset materialize`` in the middle of a backfill, then the same command
-  again.
+  again;
+- the source tables on PostgreSQL, the proxy in front of it down for 30 s mid-backfill.
 
-Either way the lake ends exactly as an undisturbed run leaves it: the same objects with the same
-bytes (no row lost, none duplicated, no stray object)."""
+The steps retry (``assets.common.io_retries``: 5, 10, 20 s) and the run succeeds; the lake ends
+exactly as an undisturbed run leaves it: the same files with the same bytes (no row lost, none
+duplicated, no stray file)."""
 
 import hashlib
 import os
@@ -143,3 +145,78 @@ def test_run_killed_mid_backfill_and_run_again(landing, object_store, undisturbe
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert lake_state(object_store, bucket) == undisturbed
+
+
+def local_lake_state(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((root / "lake").rglob("*")) if p.is_file()}
+
+
+def test_source_database_down_for_30s_mid_backfill(production_services, tmp_path):
+    """The transactions and reports come from PostgreSQL tables (``VIGIL_SOURCE=postgres``) through
+    the proxy; the undisturbed run goes through the same proxy (the source's address is recorded
+    with each row), the disturbed one meets it down for 30 s."""
+    import dagster as dg
+    import psycopg
+
+    from tests.conftest import PG_ADMIN_DSN
+    from vigil.simulator import TX_COLUMNS, simulate
+
+    sim = simulate(n_days=DAYS, n_customers=150, n_terminals=300, start_date=START, seed=5)
+    schema = f"vigil_faults_{os.getpid()}_{int(time.time())}"
+    admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True)
+    admin.execute(f"CREATE SCHEMA {schema}")
+    info = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
+    proxy = Proxy(str(info.get("host", "127.0.0.1")), int(info.get("port", 5432)))
+    try:
+        admin.execute(f"CREATE TABLE {schema}.tx (transaction_id bigint, tx_datetime timestamptz, customer_id bigint, "
+                      "terminal_id bigint, tx_amount numeric(12, 2))")
+        admin.execute(f"CREATE TABLE {schema}.reports (transaction_id bigint, tx_fraud int, reported_at timestamptz)")
+        with admin.cursor() as cur:
+            cur.executemany(f"INSERT INTO {schema}.tx VALUES (%s, %s, %s, %s, %s)",
+                            [(int(a), b.tz_localize("UTC").to_pydatetime(), int(c), int(d), float(e))
+                             for a, b, c, d, e in sim.transactions[TX_COLUMNS].itertuples(index=False)])
+            cur.executemany(f"INSERT INTO {schema}.reports VALUES (%s, %s, %s)",
+                            [(int(a), int(b), c.tz_localize("UTC").to_pydatetime())
+                             for a, b, c in sim.labels[["transaction_id", "tx_fraud", "reported_at"]].itertuples(index=False)])
+        dsn = psycopg.conninfo.make_conninfo(PG_ADMIN_DSN, host="127.0.0.1", port=proxy.port, connect_timeout=3)
+        assets = ["raw_transactions", "label_feed", "validated_transactions", "validated_labels"]
+
+        def run(home: Path):
+            env = {"VIGIL_HOME": str(home), "VIGIL_START_DATE": START.isoformat(), "VIGIL_END_DATE": LAST.isoformat(),
+                   "VIGIL_SOURCE": "postgres", "VIGIL_SOURCE_DSN": dsn, "VIGIL_SOURCE_TX_TABLE": f"{schema}.tx",
+                   "VIGIL_SOURCE_LABELS_TABLE": f"{schema}.reports"}
+            from pipelines.definitions import ALL_ASSETS
+            from resources import resources_for_profile
+
+            with env_set(env):
+                resources = resources_for_profile("local")
+                defs = dg.Definitions(assets=ALL_ASSETS, resources=resources)
+                return dg.materialize([defs.get_assets_def(a) for a in assets], resources=resources, raise_on_error=False,
+                                      instance=dg.DagsterInstance.ephemeral(),
+                                      tags={"dagster/asset_partition_range_start": START.isoformat(),
+                                            "dagster/asset_partition_range_end": LAST.isoformat()})
+
+        calm, disturbed = tmp_path / "calm", tmp_path / "disturbed"
+        assert run(calm).success
+        out = {}
+        worker = threading.Thread(target=lambda: out.update(r=run(disturbed)))
+        worker.start()
+        deadline = time.monotonic() + 300
+        while len(list((disturbed / "lake" / "raw_transactions").glob("*.parquet"))) < 3:  # mid-way through the days
+            assert worker.is_alive() and time.monotonic() < deadline, "the run ended before the fault"
+            time.sleep(0.02)
+        proxy.cut()
+        time.sleep(30)
+        proxy.restore()
+        worker.join(timeout=600)
+        r = out["r"]
+        assert r.success
+        assert [e for e in r.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"], "the outage did not reach the run"
+        calm_state = local_lake_state(calm)
+        assert sum(k.startswith("lake/validated_transactions/") for k in calm_state) == DAYS
+        assert local_lake_state(disturbed) == calm_state
+    finally:
+        proxy.close()
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
