@@ -7,6 +7,7 @@ import dagster as dg
 from assets import deployment, feedback, features, ingestion, monitoring, training, validation
 from assets.deployment import promote_model, rollback_model, start_rollout
 from pipelines.alerting import check_alert_sensor, run_failure_alert_sensor
+from pipelines.executors import step_executor
 from pipelines.sensors import make_drift_sensor, make_landing_sensor, make_maturity_sensor, make_trigger_sensor, rollout_sensor
 from resources import resources_for_profile
 from vigil.settings import Settings
@@ -17,18 +18,20 @@ ALL_ASSETS = dg.load_assets_from_modules([ingestion, validation, features, train
 
 DAILY_GROUPS = ("ingestion", "validation", "features", "monitoring", "feedback")
 
-# In-process executors: on two cores a subprocess per step would pay the feast/evidently imports again.
+# In-process executors (pipelines/executors.py): on two cores a subprocess per step would pay the
+# feast/evidently imports again; VIGIL_K8S_STEP_JOBS makes a job's steps Kubernetes Jobs.
+JOBS = ("daily_pipeline", "retraining", "live_performance")
 daily_pipeline = dg.define_asset_job(
     "daily_pipeline",
     selection=dg.AssetSelection.groups(*DAILY_GROUPS) - dg.AssetSelection.assets("feast_registry"),
     partitions_def=features.DAILY,
-    executor_def=dg.in_process_executor,
+    executor_def=step_executor("daily_pipeline", JOBS, SETTINGS),
     description="One day (or a range, as a single run): ingest, validate, features, online store, monitoring, feedback.",
 )
 retraining = dg.define_asset_job(
     "retraining",
     selection=dg.AssetSelection.assets("feast_registry") | dg.AssetSelection.groups("training", "deployment"),
-    executor_def=dg.in_process_executor,
+    executor_def=step_executor("retraining", JOBS, SETTINGS),
     description="Point-in-time training set, model, evaluation gate, registration and promotion.",
 )
 
@@ -36,7 +39,7 @@ live_performance = dg.define_asset_job(
     "live_performance",
     selection=dg.AssetSelection.assets("live_performance_daily"),
     partitions_def=features.DAILY,
-    executor_def=dg.in_process_executor,
+    executor_def=step_executor("live_performance", JOBS, SETTINGS),
     description="Live performance of served days again, once their fraud reports are complete.",
 )
 

@@ -32,6 +32,15 @@ def _url(name: str, value: str) -> str:
     return value.rstrip("/")
 
 
+def _names(name: str, value: str) -> str:
+    """A comma-separated list of job names, normalised (the jobs themselves are checked where they
+    are defined, ``pipelines/definitions.py``)."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if len(value) > 500 or any(not n.replace("_", "").isalnum() for n in names):
+        raise SettingsError(f"{name} must be job names separated by commas; got {value!r}")
+    return ",".join(names)
+
+
 def _location(name: str, value: str) -> str:
     """A local folder (made absolute) or ``s3://bucket[/prefix]``; any other scheme is refused."""
     if not value:
@@ -78,6 +87,7 @@ class Settings:
     serving_store_timeout_ms: int = 250  # VIGIL_SERVING_STORE_TIMEOUT_MS: online store read timeout (then degraded)
     serving_workers: int = 1  # VIGIL_SERVING_WORKERS: endpoint processes
     serving_threads: int = 4  # VIGIL_SERVING_THREADS: handler threads per process
+    k8s_step_jobs: str = ""  # VIGIL_K8S_STEP_JOBS: jobs whose steps each run as a Kubernetes Job (comma-separated)
     backfill_partitions_per_run: int = 0  # VIGIL_BACKFILL_PARTITIONS_PER_RUN: days per backfill run (0: the whole range in one)
 
     @classmethod
@@ -154,6 +164,7 @@ class Settings:
             serving_store_timeout_ms=whole("VIGIL_SERVING_STORE_TIMEOUT_MS", "250", 10, 60_000),
             serving_workers=whole("VIGIL_SERVING_WORKERS", "1", 1, 64),
             serving_threads=whole("VIGIL_SERVING_THREADS", "4", 1, 256),
+            k8s_step_jobs=_names("VIGIL_K8S_STEP_JOBS", get("VIGIL_K8S_STEP_JOBS", "")),
             backfill_partitions_per_run=whole("VIGIL_BACKFILL_PARTITIONS_PER_RUN", "0", 0, 366),
         )
 

@@ -17,7 +17,7 @@ RUN pip install --no-cache-dir uv==0.13.9
 WORKDIR /app
 # the locked dependencies first: this layer is rebuilt only when the lock changes
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --extra production --no-install-project
+RUN uv sync --frozen --no-dev --extra production --extra k8s --no-install-project
 COPY vigil ./vigil
 COPY assets ./assets
 COPY resources ./resources
@@ -27,7 +27,7 @@ COPY infra/feast ./infra/feast
 COPY infra/dagster ./infra/dagster
 COPY workspace.yaml bentofile.yaml ./
 # editable install (uv's default): vigil.feature_repo finds infra/feast beside the source tree
-RUN uv sync --frozen --no-dev --extra production
+RUN uv sync --frozen --no-dev --extra production --extra k8s
 
 FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 10001 vigil \
