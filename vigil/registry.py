@@ -178,7 +178,8 @@ def fetch(paths: Paths, tag: str) -> bool:
     tmp.mkdir(parents=True)
     try:
         for f in src.iterdir():
-            (tmp / f.name).write_bytes(f.read_bytes())
+            if not f.name.startswith("."):  # a publisher's temporary file in a shared folder
+                (tmp / f.name).write_bytes(f.read_bytes())
         verify(tmp)
         try:
             os.rename(tmp, target)

@@ -210,7 +210,9 @@ class Scorer:
     def assemble(self, requests: list[dict]) -> tuple[np.ndarray, list[list[str]], bool]:
         """Feature matrix in ``MODEL_FEATURES`` order; stale or missing snapshots become NaN. When
         the online store cannot be read, every view is missing (NaN, the value the model was trained
-        to see for "no snapshot") and the batch is ``degraded``: answered, flagged, never failed."""
+        to see for "no snapshot") and the batch is ``degraded``: answered, flagged, never failed.
+        After the first failed store call the request makes no other: a slow store costs one call's
+        timeout (and its one retry), not one per view."""
         degraded = False
         n = len(requests)
         epoch = np.array([int(r["tx_datetime"].replace(tzinfo=timezone.utc).timestamp()) for r in requests], dtype=np.int64)
@@ -220,12 +222,16 @@ class Scorer:
         first = offset = len(REQUEST_FEATURES)
         for spec in FEATURE_VIEWS:  # MODEL_FEATURES order: request-time, then each view's features
             names = spec.features
-            try:
-                got = self.reader.read_matrix(spec.name, [r[spec.key] for r in requests], names + (spec.asof,))
-            except Exception as exc:  # the store is down or refuses: a defined answer, not a 500
-                self._log_once(f"online store read of {spec.name} failed ({type(exc).__name__}: {exc}); "
-                               "scoring degraded, without its features")
-                got, degraded = np.full((n, len(names) + 1), np.nan), True
+            got = None
+            if not degraded:
+                try:
+                    got = self.reader.read_matrix(spec.name, [r[spec.key] for r in requests], names + (spec.asof,))
+                except Exception as exc:  # the store is down, refuses or is too slow: a defined answer, not a 500
+                    self._log_once(f"online store read of {spec.name} failed ({type(exc).__name__}: {exc}); "
+                                   "scoring degraded, without its features")
+                    degraded = True
+            if got is None:
+                got = np.full((n, len(names) + 1), np.nan)
             fresh = fresh_mask(got[:, -1], epoch)
             x[fresh, offset : offset + len(names)] = got[fresh, :-1]
             for i in np.flatnonzero(~fresh):
@@ -233,12 +239,16 @@ class Scorer:
             self.counters[f"stale_{spec.name}"] += int(n - fresh.sum())
             offset += len(names)
         x[:, :first] = request_features(epoch, amount, x[:, AVG_30D], x[:, STD_30D])
-        try:
-            x[:, INTRADAY:INTRADAY + len(INTRADAY_FEATURES)] = self.intraday_step(requests, epoch, amount)
-        except Exception as exc:
-            self._log_once(f"online store intraday step failed ({type(exc).__name__}: {exc}); scoring degraded")
-            x[:, INTRADAY:INTRADAY + len(INTRADAY_FEATURES)] = (0.0, 0.0, 0.0, np.nan)  # "nothing earlier today"
-            degraded = True
+        nothing_today = (0.0, 0.0, 0.0, np.nan)  # the intraday features of "nothing earlier today"
+        if degraded:
+            x[:, INTRADAY:INTRADAY + len(INTRADAY_FEATURES)] = nothing_today
+        else:
+            try:
+                x[:, INTRADAY:INTRADAY + len(INTRADAY_FEATURES)] = self.intraday_step(requests, epoch, amount)
+            except Exception as exc:
+                self._log_once(f"online store intraday step failed ({type(exc).__name__}: {exc}); scoring degraded")
+                x[:, INTRADAY:INTRADAY + len(INTRADAY_FEATURES)] = nothing_today
+                degraded = True
         if degraded:
             self.counters["degraded"] += n
             self._alert("serving_degraded", datetime.now(timezone.utc).strftime("%Y-%m-%dT%H"),

@@ -83,8 +83,10 @@ def count(store: dict, bucket: str, prefix: str) -> int:
 @pytest.fixture(scope="module")
 def undisturbed(landing, object_store, tmp_path_factory):
     bucket = object_store["bucket"]()
+    t0 = time.monotonic()
     r = run_in_process(home_env(tmp_path_factory.mktemp("calm"), landing, bucket, object_store["endpoint"]))
     assert r.success
+    print(f"undisturbed {DAYS}-day backfill, lake on moto: {time.monotonic() - t0:.1f} s")
     state = lake_state(object_store, bucket)
     assert sum(k.startswith("lake/validated_transactions/") for k in state) == DAYS
     assert sum(k.startswith("lake/features/customer/") for k in state) == DAYS
@@ -101,6 +103,7 @@ def test_object_store_down_for_30s_mid_backfill(landing, object_store, undisturb
     out = {}
     worker = threading.Thread(target=lambda: out.update(r=run_in_process(env, instance)))
     try:
+        t0 = time.monotonic()
         worker.start()
         deadline = time.monotonic() + 300
         while count(object_store, bucket, "lake/validated_transactions/") < 3:  # mid-way through validation
@@ -115,7 +118,8 @@ def test_object_store_down_for_30s_mid_backfill(landing, object_store, undisturb
         assert r.success
         retries = [e for e in r.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
         assert retries, "the outage did not reach the run"
-        print(f"outage 30 s from {cut_at:.0f}; {len(retries)} step retries: "
+        print(f"object store down 30 s from {cut_at - t0:.1f} s into the run; the run took "
+              f"{time.monotonic() - t0:.1f} s with {len(retries)} step retries: "
               + ", ".join(sorted({e.step_key for e in retries})))
     finally:
         proxy.close()
@@ -130,6 +134,7 @@ def test_run_killed_mid_backfill_and_run_again(landing, object_store, undisturbe
     cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pipelines.definitions",
            "--select", ",".join(ASSETS), "--partition-range", f"{START}...{LAST}"]
     log = open(tmp_path / "killed.log", "w")
+    t0 = time.monotonic()
     p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 300
@@ -140,10 +145,12 @@ def test_run_killed_mid_backfill_and_run_again(landing, object_store, undisturbe
         os.killpg(p.pid, signal.SIGKILL)
         p.wait(30)
     log.close()
-    partial = count(object_store, bucket, "lake/validated_transactions/")
+    killed_s, partial = time.monotonic() - t0, count(object_store, bucket, "lake/validated_transactions/")
     assert 5 <= partial < DAYS and count(object_store, bucket, "lake/features/") == 0  # killed mid-way
+    t0 = time.monotonic()
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    print(f"killed after {killed_s:.1f} s with {partial} of {DAYS} days validated; the re-run took {time.monotonic() - t0:.1f} s")
     assert lake_state(object_store, bucket) == undisturbed
 
 
@@ -198,7 +205,9 @@ def test_source_database_down_for_30s_mid_backfill(production_services, tmp_path
                                             "dagster/asset_partition_range_end": LAST.isoformat()})
 
         calm, disturbed = tmp_path / "calm", tmp_path / "disturbed"
+        t0 = time.monotonic()
         assert run(calm).success
+        calm_s, t0 = time.monotonic() - t0, time.monotonic()
         out = {}
         worker = threading.Thread(target=lambda: out.update(r=run(disturbed)))
         worker.start()
@@ -212,7 +221,10 @@ def test_source_database_down_for_30s_mid_backfill(production_services, tmp_path
         worker.join(timeout=600)
         r = out["r"]
         assert r.success
-        assert [e for e in r.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"], "the outage did not reach the run"
+        retries = [e for e in r.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        assert retries, "the outage did not reach the run"
+        print(f"source database down 30 s: the run took {time.monotonic() - t0:.1f} s (undisturbed {calm_s:.1f} s) "
+              f"with {len(retries)} step retries: " + ", ".join(sorted({e.step_key for e in retries})))
         calm_state = local_lake_state(calm)
         assert sum(k.startswith("lake/validated_transactions/") for k in calm_state) == DAYS
         assert local_lake_state(disturbed) == calm_state
