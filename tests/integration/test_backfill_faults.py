@@ -75,6 +75,28 @@ def lake_state(store: dict, bucket: str) -> dict:
     return out
 
 
+class Outage(threading.Thread):
+    """Beside the run (which stays in the main thread, as every other test's): once ``ready()``
+    says the run is mid-way, the proxy is cut for ``seconds``, then restored."""
+
+    def __init__(self, proxy: Proxy, ready, seconds: float = 30.0):
+        super().__init__(daemon=True)
+        self.proxy, self.ready, self.seconds = proxy, ready, seconds
+        self.cut_at = self.restored_at = None
+
+    def run(self):
+        deadline = time.monotonic() + 300
+        while not self.ready():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+        self.proxy.cut()
+        self.cut_at = time.monotonic()
+        time.sleep(self.seconds)
+        self.proxy.restore()
+        self.restored_at = time.monotonic()
+
+
 def count(store: dict, bucket: str, prefix: str) -> int:
     r = store["client"].list_objects_v2(Bucket=bucket, Prefix=prefix)
     return r.get("KeyCount", 0)
@@ -99,26 +121,17 @@ def test_object_store_down_for_30s_mid_backfill(landing, object_store, undisturb
     bucket = object_store["bucket"]()
     proxy = Proxy("127.0.0.1", int(object_store["endpoint"].rsplit(":", 1)[1]))
     env = home_env(tmp_path, landing, bucket, f"http://127.0.0.1:{proxy.port}")
-    instance = dg.DagsterInstance.ephemeral()
-    out = {}
-    worker = threading.Thread(target=lambda: out.update(r=run_in_process(env, instance)))
+    outage = Outage(proxy, lambda: count(object_store, bucket, "lake/validated_transactions/") >= 3)  # mid-validation
     try:
         t0 = time.monotonic()
-        worker.start()
-        deadline = time.monotonic() + 300
-        while count(object_store, bucket, "lake/validated_transactions/") < 3:  # mid-way through validation
-            assert worker.is_alive() and time.monotonic() < deadline, "the run ended before the fault"
-            time.sleep(0.05)
-        proxy.cut()
-        cut_at = time.monotonic()
-        time.sleep(30)
-        proxy.restore()
-        worker.join(timeout=600)
-        r = out["r"]
+        outage.start()
+        r = run_in_process(env, dg.DagsterInstance.ephemeral())
+        outage.join(timeout=60)
+        assert outage.cut_at is not None and outage.restored_at is not None, "the run ended before the fault"
         assert r.success
         retries = [e for e in r.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
         assert retries, "the outage did not reach the run"
-        print(f"object store down 30 s from {cut_at - t0:.1f} s into the run; the run took "
+        print(f"object store down 30 s from {outage.cut_at - t0:.1f} s into the run; the run took "
               f"{time.monotonic() - t0:.1f} s with {len(retries)} step retries: "
               + ", ".join(sorted({e.step_key for e in retries})))
     finally:
@@ -208,18 +221,12 @@ def test_source_database_down_for_30s_mid_backfill(production_services, tmp_path
         t0 = time.monotonic()
         assert run(calm).success
         calm_s, t0 = time.monotonic() - t0, time.monotonic()
-        out = {}
-        worker = threading.Thread(target=lambda: out.update(r=run(disturbed)))
-        worker.start()
-        deadline = time.monotonic() + 300
-        while len(list((disturbed / "lake" / "raw_transactions").glob("*.parquet"))) < 3:  # mid-way through the days
-            assert worker.is_alive() and time.monotonic() < deadline, "the run ended before the fault"
-            time.sleep(0.02)
-        proxy.cut()
-        time.sleep(30)
-        proxy.restore()
-        worker.join(timeout=600)
-        r = out["r"]
+        # mid-way through the days
+        outage = Outage(proxy, lambda: len(list((disturbed / "lake" / "raw_transactions").glob("*.parquet"))) >= 3)
+        outage.start()
+        r = run(disturbed)
+        outage.join(timeout=60)
+        assert outage.cut_at is not None and outage.restored_at is not None, "the run ended before the fault"
         assert r.success
         retries = [e for e in r.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
         assert retries, "the outage did not reach the run"
