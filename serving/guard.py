@@ -251,7 +251,11 @@ class Guard:
                     return {"type": "http.request", "body": body, "more_body": False}
                 return await receive()  # then the real stream: a disconnect reaches BentoML
 
-            return await self.call_watched(scope, replay, receive, counted_send)
+            if path == "/score_batch":  # seconds of work: dropped when its client leaves
+                return await self.call_watched(scope, replay, receive, counted_send)
+            # /score is a few ms: a watcher task would cost ~70-110 us of event-loop time a request
+            # (benchmarks/guard_watch.py) to save less; its deadline still bounds it
+            return await self.app(scope, replay, counted_send)
         except Refused as exc:
             status[0] = exc.status
             if exc.status == 499:  # nobody to answer
