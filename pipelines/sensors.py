@@ -59,13 +59,17 @@ def make_drift_sensor(retraining_job) -> dg.SensorDefinition:
 
 def landing_requests(paths: config.Paths, tx_source=None, label_source=None,
                      settings: Settings | None = None) -> list[dg.RunRequest]:
-    """One run request per day whose landing files are newer than its lake partitions.
+    """One run request per day whose landing files are not the ones its raw lake partition was
+    read from.
 
-    Stateless and idempotent: a day that was processed after its files arrived is skipped; a file
-    that arrives late, is replaced, or a part added to a day's folder makes its day run again (the
-    run replaces the partition). The run key carries the files' names and modification times, so
-    the same files never launch twice.
+    Stateless and idempotent: each raw partition's manifest records the source's signature of the
+    day (every file's name and modification time) as it was read; a file that arrives late, is
+    replaced, or a part added to a day's folder changes the signature and makes its day run again
+    (the run replaces the partition). Nothing compares the landing host's clock with the lake's (an
+    object store's): the signatures are both taken on the landing side. The run key carries the
+    signature, so the same files never launch twice.
     """
+    from vigil.ingestion import manifest
     from vigil.sources import FileSource
 
     tx_source = tx_source or FileSource(paths.landing / "transactions")
@@ -76,9 +80,9 @@ def landing_requests(paths: config.Paths, tx_source=None, label_source=None,
         if day < start:
             continue
         changed = []
-        for src, done in ((tx_source, lake.day_file(paths.validated, day)), (label_source, lake.day_file(paths.labels, day))):
-            newest = src.newest_mtime_ns(day)
-            if newest and (not done.exists() or newest > lake.mtime_ns(done)):
+        for src, raw in ((tx_source, paths.raw), (label_source, paths.raw_labels)):
+            sig = src.signature(day)
+            if sig and sig != manifest(raw, day).get("signature"):
                 changed += [p.name for p in src.files(day)]
         if changed:
             sig = hashlib.sha256(f"{tx_source.signature(day)}|{label_source.signature(day)}".encode()).hexdigest()[:16]
@@ -242,7 +246,7 @@ def make_landing_sensor(daily_job, settings: Settings | None = None) -> dg.Senso
     @dg.sensor(name=LANDING_SENSOR, job=daily_job, minimum_interval_seconds=15,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Launches the daily pipeline for each day whose landing files (transactions or "
-                           "fraud reports) are new or newer than what the lake holds for that day; with a "
+                           "fraud reports) are not the ones the lake's raw partition of that day was read from; with a "
                            "PostgreSQL source, for each closed day whose rows are new or changed.")
     def landing_file_sensor(context: dg.SensorEvaluationContext, storage: VigilStorage, source: SourceResource,
                             alerts: AlertSinks):

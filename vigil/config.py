@@ -48,6 +48,10 @@ class Paths:
         return self.lake / "raw_transactions"
 
     @property
+    def raw_labels(self) -> lake.LakeFolder:
+        return self.lake / "raw_labels"
+
+    @property
     def validated(self) -> lake.LakeFolder:
         return self.lake / "validated_transactions"
 

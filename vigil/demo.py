@@ -46,6 +46,9 @@ def environment(home: Path, start: date, end: date) -> dict:
         "DAGSTER_HOME": str(home / "dagster"),
         "BENTOML_HOME": str(home / "bentoml"),
         "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        # the demo backfills with `dagster asset materialize --partition-range`, which takes one run
+        # for the range only (a user's multi-run setting would refuse it)
+        "VIGIL_BACKFILL_PARTITIONS_PER_RUN": "0",
     })
     env.setdefault("BENTOML_DO_NOT_TRACK", "True")
     env.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")

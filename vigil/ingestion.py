@@ -55,14 +55,23 @@ def default_sources(paths: Paths) -> tuple[Source, Source]:
 MANIFEST = ".files.json"
 
 
-def _land(folder, day: date, batch: DayBatch, frame: pd.DataFrame) -> Landed:
-    """Write the day's rows and its manifest (the account of every file) beside them."""
+def _land(folder, day: date, batch: DayBatch, frame: pd.DataFrame, signature: str = "") -> Landed:
+    """Write the day's rows and its manifest (the account of every file, and the source's
+    signature of the day as it was before the read) beside them."""
     lake.write_day(folder, day, frame)
     lake.day_file(folder, day, MANIFEST).write_text(json.dumps(
-        {"files": [asdict(f) for f in batch.files], "optional_columns": batch.extra_columns}, indent=1))
+        {"files": [asdict(f) for f in batch.files], "optional_columns": batch.extra_columns, "signature": signature},
+        indent=1))
     files = sorted(frame["source_file"].unique())
     return Landed(day, ", ".join(map(str, files)), len(frame), lake.content_hash(frame), list(frame.columns),
                   batch.files, batch.extra_columns)
+
+
+def source_signature(source, day: date) -> str:
+    """The source's signature of the day (landing files: names and modification times), or ""
+    for a source without one (tables: the sensor keeps their fingerprints in its cursor)."""
+    sign = getattr(source, "signature", None)
+    return sign(day) if sign is not None else ""
 
 
 def manifest(folder, day: date) -> dict:
@@ -74,6 +83,7 @@ def land_transactions(paths: Paths, day: date, source: Source | None = None) -> 
     """Copy the day's rows, as read, into the raw lake. No rows at all blocks the day: a card
     network without a single transaction in a day is an outage upstream, not data."""
     source = source or default_sources(paths)[0]
+    signature = source_signature(source, day)  # before the read: a file replaced during it looks changed
     batch = source.read_day(day, required=tuple(TX_REQUIRED))
     if batch.frame is None:
         ignored = [f.file for f in batch.files]
@@ -82,17 +92,18 @@ def land_transactions(paths: Paths, day: date, source: Source | None = None) -> 
     if batch.frame.empty:
         where = ", ".join(f.file for f in batch.files if f.status == "read")
         raise ContractError(f"{where}: no transaction rows for {day} (header only?)")
-    return _land(paths.raw, day, batch, batch.frame)
+    return _land(paths.raw, day, batch, batch.frame, signature)
 
 
 def land_labels(paths: Paths, day: date, source: Source | None = None) -> Landed:
     """Fraud reports *reported* on ``day``. A day without reports is an empty, valid partition."""
     source = source or default_sources(paths)[1]
+    signature = source_signature(source, day)
     batch = source.read_day(day, required=tuple(LABEL_REQUIRED))
     frame = batch.frame
     if frame is None:
         frame = pd.DataFrame({c: pd.Series([], dtype=t) for c, t in {**EMPTY_LABELS, **META_TYPES}.items()})
-    return _land(paths.lake / "raw_labels", day, batch, frame)
+    return _land(paths.raw_labels, day, batch, frame, signature)
 
 
 def per_file(raw: pd.DataFrame, result: ValidationResult, files: list[dict]) -> list[dict]:
@@ -148,7 +159,7 @@ def validate_transactions_day(paths: Paths, day: date, now: datetime | None = No
 
 
 def validate_labels_day(paths: Paths, day: date) -> Validated:
-    raw = lake.read_day(paths.lake / "raw_labels", day)
+    raw = lake.read_day(paths.raw_labels, day)
     if raw is None:
         raise ContractError(f"raw labels for {day} are missing: materialize label_feed first")
     # reports arrive within the maturity window: they may refer to transactions of these days

@@ -429,9 +429,6 @@ class FileSource:
         """Changes whenever a file of the day is added, removed or rewritten (the sensor's run key)."""
         return "-".join(f"{p.name}@{p.stat().st_mtime_ns}" for p in self.files(day))
 
-    def newest_mtime_ns(self, day: date) -> int:
-        return max((p.stat().st_mtime_ns for p in self.files(day)), default=0)
-
     def describe(self) -> str:
         return f"files {self.folder} (format {self.format}, encoding {self.encoding})"
 
