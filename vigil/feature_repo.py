@@ -7,9 +7,13 @@ name it was trained with, and serving asks for exactly that service.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import re
 import struct
+import time
+import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -238,10 +242,21 @@ class OnlineReader:
         return out
 
 
+# a card's list is locked by one worker's read-add-write at a time (Redis: a key per card)
+INTRADAY_LOCK_TTL_MS = 2_000  # a lock whose holder died expires after this
+INTRADAY_LOCK_WAIT_S = 1.0  # past this the request is scored degraded, not held up
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+class IntradayLocked(TimeoutError):
+    """The cards' lists stayed locked by another worker past ``INTRADAY_LOCK_WAIT_S``."""
+
+
 class IntradayStore:
     """Each card's list of today's transactions in the online store (view ``customer_intraday``):
     read and written through the online store's own batch calls, as :class:`OnlineReader` reads.
-    The caller serialises read-add-write per process (the endpoint holds a lock around it)."""
+    A read-add-write runs inside :meth:`exclusive`, so workers (processes, replicas) never lose
+    each other's additions; the endpoint also serialises its own threads."""
 
     def __init__(self, store, reader: OnlineReader | None = None):
         self.reader = reader or OnlineReader(store)
@@ -252,6 +267,62 @@ class IntradayStore:
             # per scored transaction, benchmarks/README.md); safe against a crash of the process,
             # a power loss may drop the last additions, which the next ingestion merges back
             self.reader.online_store._get_conn(self.config).execute("PRAGMA synchronous=NORMAL")
+
+    @contextlib.contextmanager
+    def exclusive(self, ids: list[int]):
+        """The cards' lists are read, added to and written by this block alone, across processes:
+        SQLite, one write transaction (``BEGIN IMMEDIATE``; the write inside commits it); Redis, a
+        lock key per card (``SET NX PX``, all or none, released only by its holder). Past
+        ``INTRADAY_LOCK_WAIT_S``: :class:`IntradayLocked`."""
+        kind = getattr(self.config.online_store, "type", "")
+        if kind == "sqlite":
+            conn = self.reader.online_store._get_conn(self.config)
+            conn.execute("BEGIN IMMEDIATE")  # waits for another process's write (busy timeout 5 s)
+            try:
+                yield
+            except BaseException:
+                if conn.in_transaction:
+                    conn.rollback()
+                raise
+            if conn.in_transaction:  # nothing written: end the transaction
+                conn.commit()
+        elif kind == "redis":
+            with self._redis_locks(ids):
+                yield
+        else:
+            yield
+
+    @contextlib.contextmanager
+    def _redis_locks(self, ids: list[int]):
+        client = self.reader.online_store._get_client(self.config.online_store)
+        keys = [f"{self.config.project}:vigil_intraday_lock:{int(i)}" for i in sorted(set(ids))]
+        token, deadline, pause = uuid.uuid4().hex, time.monotonic() + INTRADAY_LOCK_WAIT_S, 0.0005
+
+        def release(held):
+            if held:
+                pipe = client.pipeline(transaction=False)
+                for k in held:
+                    pipe.eval(_RELEASE, 1, k, token)
+                pipe.execute()
+
+        while True:  # all or none: holding some while waiting for others could deadlock two workers
+            pipe = client.pipeline(transaction=False)
+            for k in keys:
+                pipe.set(k, token, nx=True, px=INTRADAY_LOCK_TTL_MS)
+            got = pipe.execute()
+            held = [k for k, ok in zip(keys, got) if ok]
+            if len(held) == len(keys):
+                break
+            release(held)
+            if time.monotonic() > deadline:
+                raise IntradayLocked(f"intraday lists of {len(keys) - len(held)} card(s) locked by another worker "
+                                     f"for over {INTRADAY_LOCK_WAIT_S} s")
+            time.sleep(pause * (1 + random.random()))
+            pause = min(pause * 2, 0.02)
+        try:
+            yield
+        finally:
+            release(keys)
 
     def read(self, ids: list[int]) -> list[dict | None]:
         """Each card's list, or None when it has none (Redis answers a row of Nones for a key that
@@ -336,16 +407,18 @@ def write_online(store, paths: config.Paths, days, reader: "OnlineReader | None"
     lists = lake.read_days(paths.features / INTRADAY_VIEW.folder, days)
     if not lists.empty:  # the newest day's lists, merged with what the endpoint added online
         lists = lists.sort_values("intraday_day", kind="stable").drop_duplicates("customer_id", keep="last")
-        ids = lists["customer_id"].tolist()
-        merged = {}
+        ids, records = lists["customer_id"].tolist(), lists[list(INTRADAY_STATE)].to_dict("records")
         intraday = IntradayStore(store, reader)
-        for cid, stored, new in zip(ids, intraday.read(ids), lists[list(INTRADAY_STATE)].to_dict("records")):
-            m = merge_intraday(stored, new)
-            if m is not None:
-                merged[cid] = m
-        intraday.write(merged)
-        out["written"] += len(merged)
-        out["skipped_older"] += len(ids) - len(merged)
+        for lo in range(0, len(ids), 500):  # the endpoint adds to these lists meanwhile: lock a chunk at a time
+            chunk, merged = ids[lo:lo + 500], {}
+            with intraday.exclusive(chunk):
+                for cid, stored, new in zip(chunk, intraday.read(chunk), records[lo:lo + 500]):
+                    m = merge_intraday(stored, new)
+                    if m is not None:
+                        merged[cid] = m
+                intraday.write(merged)
+            out["written"] += len(merged)
+            out["skipped_older"] += len(chunk) - len(merged)
     return out
 
 

@@ -262,8 +262,8 @@ class Scorer:
         card sees this one. Requests of one card in one batch see each other in order."""
         out = np.empty((len(requests), len(INTRADAY_FEATURES)))
         cards = [int(r["customer_id"]) for r in requests]
-        with self._intraday_lock:
-            unique = list(dict.fromkeys(cards))
+        unique = list(dict.fromkeys(cards))
+        with self._intraday_lock, self.intraday.exclusive(unique):  # this process's threads, then other workers
             states = dict(zip(unique, self.intraday.read(unique)))
             changed = {}
             for i, (r, card) in enumerate(zip(requests, cards)):

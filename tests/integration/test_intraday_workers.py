@@ -1,0 +1,62 @@
+"""Two worker processes adding to the same card's intraday list at once lose none of each other's
+additions (``IntradayStore.exclusive``: SQLite's write transaction, Redis lock keys), in both
+profiles. Without it, each read-add-write can overwrite the other's."""
+
+import multiprocessing as mp
+import os
+
+import pytest
+
+from tests.conftest import env_set
+
+pytestmark = pytest.mark.integration
+
+CARD = 9_100_000_001  # a card no simulated data has
+EPOCH = 1_893_456_000  # 2030-01-01: a day of its own
+N = 120  # additions per worker; both together stay under the list's 256 cap
+
+
+def add_many(root: str, env: dict, first_id: int, start, done) -> None:
+    os.environ.update(env)
+    from vigil import config
+    from vigil.feature_repo import IntradayStore, open_store
+    from vigil.features import intraday_add
+
+    intraday = IntradayStore(open_store(config.paths(root)))
+    intraday.read([CARD])  # connected and warm
+    start.wait(120)  # both at once
+    for k in range(N):
+        tx = first_id + k
+        with intraday.exclusive([CARD]):
+            state = intraday.read([CARD])[0]
+            intraday.write({CARD: intraday_add(state, tx, EPOCH + tx % 10_000, 1.0)})
+    done.put(first_id)
+
+
+def run_two_workers(root, env) -> list[int]:
+    from vigil import config
+    from vigil.feature_repo import IntradayStore, open_store
+
+    ctx = mp.get_context("spawn")
+    start, done = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=add_many, args=(str(root), env, first, start, done)) for first in (1_000, 2_000)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    assert sorted(done.get(timeout=5) for _ in procs) == [1_000, 2_000]
+    with env_set(env):
+        state = IntradayStore(open_store(config.paths(root))).read([CARD])[0]
+    return sorted(state["intraday_tx_ids"])
+
+
+def test_two_workers_sqlite(pipeline_home):
+    root = pipeline_home["paths"].root
+    env = {"VIGIL_HOME": str(root), "VIGIL_PROFILE": "local"}
+    assert run_two_workers(root, env) == list(range(1_000, 1_000 + N)) + list(range(2_000, 2_000 + N))
+
+
+def test_two_workers_redis(production_home):
+    root = production_home["paths"].root
+    assert run_two_workers(root, production_home["env"]) == list(range(1_000, 1_000 + N)) + list(range(2_000, 2_000 + N))
