@@ -186,7 +186,7 @@ def write_day(folder: LakeFolder, day: date, frame: pd.DataFrame) -> LakeFolder:
     if isinstance(folder, ObjectPath):
         buf = io.BytesIO()
         frame.to_parquet(buf, index=False)
-        put(path, buf.getvalue())
+        path.write_bytes(buf.getvalue())
         return path
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -197,10 +197,13 @@ def write_day(folder: LakeFolder, day: date, frame: pd.DataFrame) -> LakeFolder:
 
 def read_day(folder: LakeFolder, day: date, columns: list[str] | None = None) -> pd.DataFrame | None:
     path = day_file(folder, day)
-    try:
-        return read_parquet(path, columns)  # one GET on an object store, not a HEAD first
-    except FileNotFoundError:
-        return None
+    if isinstance(path, ObjectPath):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return pd.read_parquet(io.BytesIO(data), columns=columns)
+    return pd.read_parquet(path, columns=columns) if path.exists() else None
 
 
 def read_days(folder: LakeFolder, days: list[date], columns: list[str] | None = None) -> pd.DataFrame:
@@ -243,8 +246,8 @@ def values_in_range(folder: LakeFolder, days: list[date], column: str, lo, hi) -
     out = []
     for d in days:
         path = day_file(folder, d)
-        if isinstance(path, ObjectPath):  # ranged reads: the footer first, the column only if needed
-            source = pq.ParquetFile(path.fs.open(path.key, "rb"))
+        if isinstance(path, ObjectPath):
+            source = pq.ParquetFile(io.BytesIO(path.read_bytes()))
         elif path.exists():
             source = pq.ParquetFile(path)
         else:
