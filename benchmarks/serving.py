@@ -20,6 +20,7 @@ reading in ``benchmarks/README.md``.
 """
 
 import argparse
+import gc
 import contextlib
 import json
 import os
@@ -696,6 +697,7 @@ def batch_in_process(paths, reqs: list[dict], size: int = 10_000, reps: int = 3)
     from vigil.scoring import Scorer
 
     scorer = Scorer(paths)
+    gc.freeze()  # as the service does once its scorer is loaded (serving/service.py)
     parts: dict[str, list[float]] = {}
     cur: dict[str, float] = {}
 
@@ -741,6 +743,7 @@ def batch_in_process(paths, reqs: list[dict], size: int = 10_000, reps: int = 3)
         t.append(time.perf_counter() - s)
     out["model_predict_alone_rows_per_s"] = round(size / float(np.median(t)))
     scorer.close()
+    gc.unfreeze()
     return out
 
 

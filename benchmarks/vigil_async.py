@@ -12,7 +12,7 @@ import bentoml
 
 from serving.guard import Guard
 from serving.schema import Amount, Id, Score, Timestamp
-from serving.service import FraudScorer
+from serving.service import FraudScorer, rendered
 
 
 @bentoml.service(**{**FraudScorer.config, "name": "vigil_fraud_async"})
@@ -23,7 +23,7 @@ class FraudScorerAsync(FraudScorer.inner):
         """Score one transaction (on the event loop: no thread-pool hop)."""
         tx = {"transaction_id": transaction_id, "tx_datetime": tx_datetime, "customer_id": customer_id,
               "terminal_id": terminal_id, "tx_amount": tx_amount}
-        return Score(**self._score([tx])[0])
+        return rendered(self._score([tx])[0])
 
 
 FraudScorerAsync.add_asgi_middleware(Guard)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from vigil import config
+from vigil.contracts import MAX_ID
 from vigil.settings import SECRETS, Settings
 from vigil.features import FEATURE_TTL, FEATURE_VIEWS, INTRADAY_STATE, INTRADAY_VIEW, ONLINE_VIEWS
 
@@ -30,6 +31,7 @@ INTRADAY_PUSH = "customer_intraday_push"
 _PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 INFRA = Path(__file__).resolve().parents[1] / "infra" / "feast"
 _DOUBLE = struct.Struct("<d")  # a Feast Value holding a double: 0x31, then these 8 bytes
+_INT64 = struct.Struct("<q")  # an int64 entity value in a serialized entity key
 
 
 def definitions(paths: config.Paths) -> list:
@@ -146,18 +148,61 @@ class OnlineReader:
         from feast.protos.feast.types.Value_pb2 import Value
 
         self._key, self._value = EntityKey, Value
+        # a Value holding a double serializes as this tag byte (field double_val, 64-bit) and 8 bytes
+        self._double_tag = (Value.DESCRIPTOR.fields_by_name["double_val"].number << 3) | 1
         self.config = store.config
         self.online_store = store._get_provider().online_store
         self.views = {v.name: store.get_feature_view(v.name) for v in ONLINE_VIEWS}
         self.join_keys = {v.name: v.key for v in ONLINE_VIEWS}
         self._memo: dict[bytes, float] = {}
+        self._prefix: dict[str, bytes | None] = {}
+
+    def entity_keys(self, view: str, ids: list[int]) -> list[bytes]:
+        """Feast's serialized entity keys of ``ids`` (the online tables' primary key). An int64
+        key is a fixed prefix (the join key's name) and the value's 8 little-endian bytes: built
+        so, at ~0.3 us a key instead of ~13 us through protobuf, once the prefix has been checked
+        against Feast's own ``serialize_entity_key`` on a few ids (else Feast's, unchanged)."""
+        k = self.join_keys[view]
+        if k not in self._prefix:
+            self._prefix[k] = self._checked_prefix(k)
+        prefix = self._prefix[k]
+        if prefix is None:
+            return [self._serialize(k, int(i)) for i in ids]
+        pack = _INT64.pack
+        return [prefix + pack(i) for i in ids]
+
+    def _serialize(self, join_key: str, i: int) -> bytes:
+        from feast.infra.key_encoding_utils import serialize_entity_key
+
+        return serialize_entity_key(self._key(join_keys=[join_key], entity_values=[self._value(int64_val=i)]),
+                                    entity_key_serialization_version=self.config.entity_key_serialization_version)
+
+    def _checked_prefix(self, join_key: str) -> bytes | None:
+        prefix = self._serialize(join_key, 0)[:-8]
+        probes = (0, 1, 255, 2**31, 2**53 + 1, MAX_ID)
+        return prefix if all(self._serialize(join_key, i) == prefix + _INT64.pack(i) for i in probes) else None
+
+    def _sqlite_rows(self, view: str, keys: list[bytes]) -> list[tuple]:
+        """``(entity_key, feature_name, value)`` of ``keys`` from Feast's SQLite table of ``view``,
+        5,000 keys a query (every feature: filtering by name in SQL made it 1.7x slower)."""
+        from feast.infra.online_stores.sqlite import _quote_id, _table_id
+
+        table = _quote_id(_table_id(self.config.project, self.views[view],
+                                    self.config.registry.enable_online_feature_view_versioning))
+        conn = self.online_store._get_conn(self.config)
+        rows = []
+        for start in range(0, len(keys), 5000):
+            chunk = keys[start:start + 5000]
+            rows += conn.execute(f"SELECT entity_key, feature_name, value FROM {table} "
+                                 f"WHERE entity_key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+        return rows
 
     def read_matrix(self, view: str, ids, names: tuple[str, ...]) -> np.ndarray:
         """``names`` of each id as a float matrix (NaN where the entity or the value is missing),
         for the scorer's numeric snapshot views. Each distinct id is read once. Embedded profile:
         one SQL query per 5,000 ids on Feast's SQLite table, float64 values decoded in bulk (a
-        Feast ``Value`` holding a double is the byte 0x31 and 8 little-endian bytes); anything else
-        goes through ``Value.ParseFromString``. Other stores: Feast's ``online_read``."""
+        Feast ``Value`` holding a double is one tag byte and 8 little-endian bytes); anything else
+        goes through ``Value.ParseFromString``, memoised. Other stores: Feast's ``online_read``."""
         ids = [int(i) for i in ids]
         unique = list(dict.fromkeys(ids))
         out = np.full((len(unique), len(names)), np.nan)
@@ -175,37 +220,35 @@ class OnlineReader:
         return out[[at[i] for i in ids]]
 
     def _sqlite_matrix(self, view: str, unique: list[int], names: tuple[str, ...], out: np.ndarray) -> None:
-        from feast.infra.key_encoding_utils import serialize_entity_key
-        from feast.infra.online_stores.sqlite import _quote_id, _table_id
-
-        k, version = self.join_keys[view], self.config.entity_key_serialization_version
-        keys = [serialize_entity_key(self._key(join_keys=[k], entity_values=[self._value(int64_val=i)]),
-                                     entity_key_serialization_version=version) for i in unique]
-        row_of = dict(zip(keys, range(len(keys))))
-        col = {n: j for j, n in enumerate(names)}
-        table = _quote_id(_table_id(self.config.project, self.views[view],
-                                    self.config.registry.enable_online_feature_view_versioning))
-        conn = self.online_store._get_conn(self.config)
-        rows, cols, blobs = [], [], []
-        for start in range(0, len(keys), 5000):
-            chunk = keys[start:start + 5000]
-            for key, feature, value in conn.execute(
-                    f"SELECT entity_key, feature_name, value FROM {table} WHERE entity_key IN ({','.join('?' * len(chunk))})",
-                    chunk):
+        keys = self.entity_keys(view, unique)
+        rows = self._sqlite_rows(view, keys)
+        if not rows:
+            return
+        if len(rows) < 256:  # one request: plain Python beats numpy's per-call overhead
+            row_of, col, tag = dict(zip(keys, range(len(keys)))), {n: j for j, n in enumerate(names)}, self._double_tag
+            for key, feature, b in rows:
                 j = col.get(feature)
                 if j is not None:
-                    rows.append(row_of[key]), cols.append(j), blobs.append(value)
-        if len(blobs) < 256:  # one request: plain Python beats numpy's per-call overhead
-            for i, j, b in zip(rows, cols, blobs):
-                out[i, j] = _DOUBLE.unpack_from(b, 1)[0] if len(b) == 9 and b[0] == 0x31 else self._decode(b)
+                    out[row_of[key], j] = _DOUBLE.unpack_from(b, 1)[0] if len(b) == 9 and b[0] == tag else self._decode(b)
             return
-        rows, cols = np.array(rows), np.array(cols)
-        double = np.fromiter((len(b) == 9 and b[0] == 0x31 for b in blobs), dtype=bool, count=len(blobs))
+        import pandas as pd
+
+        ks, fs, blobs = zip(*rows)
+        ri, ci = pd.Index(keys).get_indexer(ks), pd.Index(names).get_indexer(fs)
+        if (ci < 0).any():  # features the caller did not ask for
+            keep = ci >= 0
+            ri, ci, blobs = ri[keep], ci[keep], [b for b, k in zip(blobs, keep.tolist()) if k]
+        lens = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
+        buf = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+        starts = np.cumsum(lens) - lens
+        double = lens == 9
+        double[double] = buf[starts[double]] == self._double_tag
         if double.any():
-            packed = np.frombuffer(b"".join(b for b, d in zip(blobs, double) if d), dtype=np.uint8).reshape(-1, 9)
-            out[rows[double], cols[double]] = packed[:, 1:].copy().view("<f8")[:, 0]
-        for i in np.flatnonzero(~double):
-            out[rows[i], cols[i]] = self._decode(blobs[i])
+            at = starts[double][:, None] + np.arange(1, 9)
+            out[ri[double], ci[double]] = np.ascontiguousarray(buf[at]).view("<f8")[:, 0]
+        other = np.flatnonzero(~double)  # int64 snapshot times, nulls: a few distinct blobs, memoised
+        if len(other):
+            out[ri[other], ci[other]] = [self._decode(blobs[i]) for i in other.tolist()]
 
     def _decode(self, blob: bytes) -> float:
         """A serialized Feast ``Value`` as a float (NaN unless it holds a number). Memoised: the
@@ -326,7 +369,10 @@ class IntradayStore:
 
     def read(self, ids: list[int]) -> list[dict | None]:
         """Each card's list, or None when it has none (Redis answers a row of Nones for a key that
-        holds other views' features only)."""
+        holds other views' features only). SQLite: one query on Feast's table (Feast's own
+        ``online_read`` was 0.27 s of a 10,000-row batch's 1.5 s)."""
+        if self._sqlite():
+            return self._sqlite_read(ids)
         out = []
         for row in self.reader.read(INTRADAY_VIEW.name, ids):
             if row is None or row.get("intraday_day") is None:
@@ -335,14 +381,62 @@ class IntradayStore:
                 out.append({k: row.get(k) or [] for k in INTRADAY_STATE[1:]} | {"intraday_day": int(row["intraday_day"])})
         return out
 
+    def _sqlite(self) -> bool:
+        online = self.config.online_store
+        return (getattr(online, "type", "") == "sqlite" and not getattr(online, "vector_enabled", False)
+                and not getattr(online, "enable_openai_compatible_store", False))
+
+    def _sqlite_read(self, ids: list[int]) -> list[dict | None]:
+        keys = self.reader.entity_keys(INTRADAY_VIEW.name, ids)
+        got: dict[bytes, dict] = {}
+        value = self.reader._value()
+        for key, feature, blob in self.reader._sqlite_rows(INTRADAY_VIEW.name, keys):
+            value.ParseFromString(blob)
+            which = value.WhichOneof("val")
+            v = getattr(value, which) if which else None
+            got.setdefault(key, {})[feature] = list(v.val) if which and which.endswith("_list_val") else v
+        out = []
+        for key in keys:
+            row = got.get(key)
+            if row is None or row.get("intraday_day") is None:
+                out.append(None)
+            else:
+                out.append({k: row.get(k) or [] for k in INTRADAY_STATE[1:]} | {"intraday_day": int(row["intraday_day"])})
+        return out
+
     def write(self, states: dict[int, dict]) -> None:
         """Store ``{customer_id: list state}``. The event time is the wall clock, so Redis (which
-        drops a write not newer than the stored one) takes every write in order."""
+        drops a write not newer than the stored one) takes every write in order. SQLite: the rows
+        Feast's ``online_write_batch`` writes (same columns, values and timestamps), in one
+        ``executemany`` instead of one statement per feature and card (0.26 s of 1.5 s)."""
         from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List
 
         if not states:
             return
         V, now = self.reader._value, datetime.now(timezone.utc)
+        if self._sqlite():
+            naive = now.replace(tzinfo=None)
+            keys = self.reader.entity_keys(INTRADAY_VIEW.name, list(states))
+            rows = []
+            for key, st in zip(keys, states.values()):
+                day, last = int(st["intraday_day"]), int(max(st["intraday_epochs"], default=0))
+                rows += [
+                    (key, "intraday_day", V(int64_val=day).SerializeToString(), str(day), naive, None),
+                    (key, "intraday_tx_ids", V(int64_list_val=Int64List(val=st["intraday_tx_ids"])).SerializeToString(), None, naive, None),
+                    (key, "intraday_epochs", V(int64_list_val=Int64List(val=st["intraday_epochs"])).SerializeToString(), None, naive, None),
+                    (key, "intraday_amounts", V(double_list_val=DoubleList(val=st["intraday_amounts"])).SerializeToString(), None, naive, None),
+                    (key, INTRADAY_VIEW.asof, V(int64_val=last).SerializeToString(), str(last), naive, None),
+                ]
+            from feast.infra.online_stores.sqlite import _quote_id, _table_id
+
+            table = _quote_id(_table_id(self.config.project, self.view, self.config.registry.enable_online_feature_view_versioning))
+            conn = self.reader.online_store._get_conn(self.config)
+            with conn:
+                conn.executemany(f"INSERT INTO {table} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
+                                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+                                 "value = excluded.value, value_text = excluded.value_text, "
+                                 "event_ts = excluded.event_ts, created_ts = excluded.created_ts", rows)
+            return
         rows = []
         for cid, st in states.items():
             key = self.reader._key(join_keys=[INTRADAY_VIEW.key], entity_values=[V(int64_val=int(cid))])

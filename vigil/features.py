@@ -144,6 +144,61 @@ def intraday_add(state: dict | None, tx_id: int, epoch: int, amount: float) -> d
     return {"intraday_day": day, "intraday_tx_ids": ids, "intraday_epochs": eps, "intraday_amounts": amts}
 
 
+_NEG_INF = float("-inf")
+_NOTHING_TODAY = (0.0, 0.0, 0.0, np.nan)
+
+
+def intraday_batch(states: dict, cards: list[int], tx_ids: list[int], epochs: list[int],
+                   amounts: list[float]) -> tuple[np.ndarray, dict]:
+    """For each row in order, :func:`intraday_values` from its card's list, then the row added by
+    :func:`intraday_add`: the values and the changed lists the endpoint gets by calling those two
+    row by row (``tests/unit/test_intraday.py`` holds it to that), without copying a card's list
+    at every row nor scanning it for a retried id (0.25 s of a 10,000-row batch). ``states``:
+    ``{card: list state or None}`` as read; returns the ``(n, 4)`` values and ``{card: new
+    state}`` for the cards whose list changed."""
+    out = np.empty((len(cards), len(INTRADAY_FEATURES)))
+    work: dict = {}  # card -> [day, ids, epochs, amounts, set of ids], the card's list as rows add to it
+    changed = set()
+    for row, (card, tx_id, epoch, amount) in enumerate(zip(cards, tx_ids, epochs, amounts)):
+        w = work.get(card)
+        if w is None:
+            st = states.get(card)
+            w = work[card] = (None if st is None else
+                              [st["intraday_day"], list(st["intraday_tx_ids"]), list(st["intraday_epochs"]),
+                               list(st["intraday_amounts"]), set(st["intraday_tx_ids"])])
+        day = epoch // 86_400
+        if w is not None and w[0] == day:  # intraday_values, inlined: ~10 us a row of a 10,000-row batch
+            count, total, top, last = 0, 0.0, _NEG_INF, _NEG_INF
+            for i, e, a in zip(w[1], w[2], w[3]):
+                if e < epoch or (e == epoch and i < tx_id):
+                    count += 1
+                    total += a
+                    if a > top:
+                        top = a
+                    if e > last:
+                        last = e
+            out[row] = (float(count), float(total), float(top), float(epoch - last)) if count else _NOTHING_TODAY
+        else:
+            out[row] = _NOTHING_TODAY
+        if w is not None and w[0] > day:  # a late transaction of an earlier day
+            continue
+        if w is None or w[0] != day:
+            w = work[card] = [day, [], [], [], set()]
+            changed.add(card)
+        if tx_id in w[4]:  # a retry
+            continue
+        ids, eps, amts = w[1], w[2], w[3]
+        ids.append(tx_id), eps.append(epoch), amts.append(amount), w[4].add(tx_id)
+        changed.add(card)
+        if len(ids) > INTRADAY_MAX_TX:
+            kept = intraday_add({"intraday_day": day, "intraday_tx_ids": ids[:-1], "intraday_epochs": eps[:-1],
+                                 "intraday_amounts": amts[:-1]}, tx_id, epoch, amount)
+            w[1], w[2], w[3] = (kept[k] for k in INTRADAY_STATE[1:])
+            w[4] = set(w[1])
+    return out, {c: {"intraday_day": work[c][0], "intraday_tx_ids": work[c][1], "intraday_epochs": work[c][2],
+                     "intraday_amounts": work[c][3]} for c in changed}
+
+
 def intraday_offline(tx: pd.DataFrame) -> pd.DataFrame:
     """``INTRADAY_FEATURES`` for every row of ``tx`` (``transaction_id``, ``tx_datetime``,
     ``customer_id``, ``tx_amount``) from the other rows of ``tx``: the vectorised form of

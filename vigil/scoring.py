@@ -22,8 +22,8 @@ import numpy as np
 from vigil import registry
 from vigil.config import Paths
 from vigil.feature_repo import IntradayStore, OnlineReader, open_store
-from vigil.features import (FEATURE_VIEWS, INTRADAY_FEATURES, MODEL_FEATURES, REQUEST_FEATURES, intraday_add,
-                            fresh_mask, intraday_values, request_features)
+from vigil.features import (FEATURE_VIEWS, INTRADAY_FEATURES, MODEL_FEATURES, REQUEST_FEATURES, fresh_mask,
+                            intraday_batch, request_features)
 from vigil.model import FraudModel
 from vigil.policy import DecisionPolicy
 from vigil.prediction_log import PredictionLog
@@ -32,6 +32,7 @@ log = logging.getLogger("vigil.scoring")
 AVG_30D = MODEL_FEATURES.index("customer_avg_amount_30d")
 STD_30D = MODEL_FEATURES.index("customer_std_amount_30d")
 INTRADAY = MODEL_FEATURES.index(INTRADAY_FEATURES[0])
+REASON_COLS = {f: MODEL_FEATURES.index(f) for f in ("customer_avg_amount_30d", "tx_amount", "terminal_risk_7d", "customer_nb_tx_30d")}
 
 
 def utc_naive(dt: datetime) -> datetime:
@@ -260,21 +261,12 @@ class Scorer:
         """The intraday features of each request from its card's list of today's transactions in the
         online store, then the list with the request added, written back: the next request of the
         card sees this one. Requests of one card in one batch see each other in order."""
-        out = np.empty((len(requests), len(INTRADAY_FEATURES)))
         cards = [int(r["customer_id"]) for r in requests]
         unique = list(dict.fromkeys(cards))
         with self._intraday_lock, self.intraday.exclusive(unique):  # this process's threads, then other workers
             states = dict(zip(unique, self.intraday.read(unique)))
-            changed = {}
-            for i, (r, card) in enumerate(zip(requests, cards)):
-                st, tx_id, e = states[card], int(r["transaction_id"]), int(epoch[i])
-                if st is not None and st.get("intraday_day") == e // 86_400:
-                    out[i] = intraday_values(st["intraday_tx_ids"], st["intraday_epochs"], st["intraday_amounts"], tx_id, e)
-                else:
-                    out[i] = (0.0, 0.0, 0.0, np.nan)
-                new = intraday_add(st, tx_id, e, float(amount[i]))
-                if new is not st:
-                    states[card] = changed[card] = new
+            out, changed = intraday_batch(states, cards, [int(r["transaction_id"]) for r in requests],
+                                          epoch.tolist(), amount.tolist())
             self.intraday.write(changed)
         return out
 
@@ -335,13 +327,19 @@ class Scorer:
                         champion_score = champion_score if champion_score is not None else {}
                         champion_score[i] = float(scores[i])  # the same row, both models: a paired comparison
                         scores[i], answer[i] = cand_scores[j], ro.candidate
-        out, feats_list = [], [dict(zip(MODEL_FEATURES, row)) for row in np.where(np.isnan(x), None, x).tolist()]
-        for i, (r, s, feats) in enumerate(zip(requests, scores.tolist(), feats_list)):
+        feats_list = [dict(zip(MODEL_FEATURES, row)) for row in np.where(np.isnan(x), None, x).tolist()]
+        decisions = deployed.policy.decide_many(scores).tolist()
+        reasons = deployed.policy.reasons_many(scores, {f: x[:, REASON_COLS[f]] for f in REASON_COLS}, stale)
+        out, s_list = [], scores.tolist()
+        for i, r in enumerate(requests):
+            if answer[i] is not deployed:  # a canary's rows: the candidate's own policy
+                decisions[i] = answer[i].policy.decide(s_list[i])
+                reasons[i] = answer[i].policy.reasons(s_list[i], feats_list[i], stale[i])
             out.append({
                 "transaction_id": r["transaction_id"],
-                "fraud_score": s,
-                "decision": answer[i].policy.decide(s),
-                "reasons": answer[i].policy.reasons(s, feats, stale[i]) + (["ONLINE_STORE_UNAVAILABLE"] if degraded else []),
+                "fraud_score": s_list[i],
+                "decision": decisions[i],
+                "reasons": reasons[i] + ["ONLINE_STORE_UNAVAILABLE"] if degraded else reasons[i],
                 "stale_features": stale[i],
                 "degraded": degraded,
                 "model_version": answer[i].tag,

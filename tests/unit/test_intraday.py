@@ -3,11 +3,11 @@ whatever the arrival order, with retries; hand-worked examples of the definition
 
 import numpy as np
 import pandas as pd
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from vigil.features import (INTRADAY_FEATURES, INTRADAY_MAX_TX, intraday_add, intraday_day_state, intraday_offline,
-                            intraday_values)
+from vigil.features import (INTRADAY_FEATURES, INTRADAY_MAX_TX, intraday_add, intraday_batch, intraday_day_state,
+                            intraday_offline, intraday_values)
 
 DAY = 20_000 * 86_400  # a UTC midnight in epoch seconds
 
@@ -104,3 +104,52 @@ def test_day_state_is_the_online_list_at_the_end_of_the_day():
         row = state.loc[card]
         assert list(row["intraday_tx_ids"]) == sorted(s["intraday_tx_ids"])
         assert row["intraday_last_epoch"] == max(s["intraday_epochs"])
+
+
+def reference_batch(states, rows):
+    """What the endpoint did row by row before :func:`intraday_batch`: values, then add."""
+    states, out, changed = dict(states), [], {}
+    for tx_id, card, epoch, amount in rows:
+        s = states.get(card)
+        same_day = s is not None and s["intraday_day"] == epoch // 86_400
+        out.append(intraday_values(s["intraday_tx_ids"], s["intraday_epochs"], s["intraday_amounts"], tx_id, epoch)
+                   if same_day else [0.0, 0.0, 0.0, np.nan])
+        new = intraday_add(s, tx_id, epoch, amount)
+        if new is not s:
+            states[card] = changed[card] = new
+    return np.array(out, dtype=float), changed
+
+
+def stored_list(card_spec):
+    day, n, offset = card_spec
+    if day is None:
+        return None
+    ids = list(range(1_000 + offset, 1_000 + offset + n))
+    return {"intraday_day": DAY // 86_400 + day, "intraday_tx_ids": ids,
+            "intraday_epochs": [DAY + day * 86_400 + (i * 7919) % 86_400 for i in ids],
+            "intraday_amounts": [float(i % 97) + 0.5 for i in ids]}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.integers(0, 4), st.tuples(st.one_of(st.none(), st.integers(-1, 1)),
+                                                      st.sampled_from([0, 1, 3, INTRADAY_MAX_TX - 1, INTRADAY_MAX_TX,
+                                                                       INTRADAY_MAX_TX + 3]),
+                                                      st.integers(0, 5))),
+       st.lists(st.tuples(st.integers(990, 1_300), st.integers(0, 4), st.integers(-1, 2), st.integers(0, 86_399),
+                          st.integers(1, 500)), max_size=60))
+@example({0: (0, INTRADAY_MAX_TX, 0), 1: (0, INTRADAY_MAX_TX - 1, 0)},  # full and nearly full lists overflow
+         [(2_000 + i, i % 2, 0, 80_000 + i, 5) for i in range(6)] + [(1_003, 0, 0, 10, 5)])
+def test_the_batch_form_is_the_row_by_row_rule(cards, specs):
+    """:func:`intraday_batch` (the endpoint's) gives the values and changed lists of
+    ``intraday_values`` then ``intraday_add`` row by row: retries of stored and of earlier rows'
+    ids, late rows of an earlier day, a new day, lists at, under and over the cap."""
+    states = {c: stored_list(spec) for c, spec in cards.items()}
+    rows = [(tx, card, DAY + day * 86_400 + sec, float(amt)) for tx, card, day, sec, amt in specs]
+    want, want_changed = reference_batch(states, rows)
+    before = {c: None if s is None else {k: list(v) if isinstance(v, list) else v for k, v in s.items()}
+              for c, s in states.items()}
+    got, changed = intraday_batch(states, [r[1] for r in rows], [r[0] for r in rows], [r[2] for r in rows],
+                                  [r[3] for r in rows])
+    np.testing.assert_array_equal(got.reshape(-1, 4), want.reshape(-1, 4))
+    assert changed == want_changed
+    assert states == before  # the stored lists it was given are not modified

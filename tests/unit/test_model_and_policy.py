@@ -56,3 +56,27 @@ def test_decide_many_equals_decide_including_ties():
     p = DecisionPolicy(review_threshold=0.5, decline_threshold=0.9)
     scores = np.array([0.0, 0.4999, 0.5, 0.7, 0.9, 0.95, 1.0])
     assert p.decide_many(scores).tolist() == [p.decide(s) for s in scores]
+
+
+def test_reasons_many_equals_reasons_row_by_row():
+    """The batch form gives the codes of :meth:`reasons` on the dict of each row (None for NaN, as
+    the scorer builds it), in the same order: NaN and zero means, amounts at the ratio's edge,
+    risk at the threshold, no history, stale views."""
+    from vigil.policy import DecisionPolicy
+
+    rng = np.random.default_rng(7)
+    n = 4_000
+    pol = DecisionPolicy(review_threshold=0.5, decline_threshold=0.9, high_amount_ratio=3.0, risky_terminal_rate=0.2)
+    avg = rng.choice([np.nan, 0.0, 10.0, 33.0], size=n)
+    cols = {"customer_avg_amount_30d": avg,
+            "tx_amount": np.where(rng.random(n) < 0.2, 3.0 * np.nan_to_num(avg), rng.choice([5.0, 30.0, 99.0, 100.0], size=n)),
+            "terminal_risk_7d": rng.choice([np.nan, 0.0, 0.1999, 0.2, 0.7], size=n),
+            "customer_nb_tx_30d": rng.choice([np.nan, 0.0, 1.0, 12.0], size=n)}
+    scores = rng.choice([0.1, 0.5, 0.4999, 0.95], size=n)
+    stale = [[] if i % 3 else (["customer_spending"] if i % 2 else ["customer_spending", "terminal_risk"]) for i in range(n)]
+    got = pol.reasons_many(scores, cols, stale)
+    for i in range(n):
+        row = {k: None if np.isnan(v[i]) else float(v[i]) for k, v in cols.items()}
+        assert got[i] == pol.reasons(float(scores[i]), row, stale[i]), i
+    assert {tuple(r[:4]) for r in got} >= {("HIGH_MODEL_SCORE", "AMOUNT_ABOVE_CUSTOMER_HABIT", "RISKY_TERMINAL",
+                                            "NO_CUSTOMER_HISTORY")}

@@ -192,18 +192,18 @@ def test_work_past_its_deadline_is_not_logged(tmp_path):
     """A scorer whose request is already past its deadline logs nothing and raises TooLate."""
     import numpy as np
 
+    from vigil.features import MODEL_FEATURES
+    from vigil.policy import DecisionPolicy
     from vigil.scoring import Scorer, TooLate
 
     class Stub(Scorer):
         def __init__(self, folder):
             self.log, self.rollout, self.counters = PredictionLog(folder), None, {"scored": 0, "abandoned": 0}
             self.deployed = type("D", (), {"model": type("M", (), {"predict": staticmethod(lambda x: np.zeros(len(x)))})(),
-                                           "policy": type("P", (), {"decide": staticmethod(lambda s: "approve"),
-                                                                    "reasons": staticmethod(lambda *a: [])})(),
-                                           "tag": "m"})()
+                                           "policy": DecisionPolicy(0.5, 0.9), "tag": "m"})()
 
         def assemble(self, requests):
-            return np.zeros((len(requests), 3)), [[] for _ in requests], False
+            return np.zeros((len(requests), len(MODEL_FEATURES))), [[] for _ in requests], False
 
     s = Stub(tmp_path)
     req = {"transaction_id": 1, "tx_datetime": datetime(2025, 6, 1), "customer_id": 1, "terminal_id": 1, "tx_amount": 1.0}
