@@ -328,9 +328,13 @@ class Scorer:
                         champion_score[i] = float(scores[i])  # the same row, both models: a paired comparison
                         scores[i], answer[i] = cand_scores[j], ro.candidate
         feats_list = [dict(zip(MODEL_FEATURES, row)) for row in np.where(np.isnan(x), None, x).tolist()]
-        decisions = deployed.policy.decide_many(scores).tolist()
-        reasons = deployed.policy.reasons_many(scores, {f: x[:, REASON_COLS[f]] for f in REASON_COLS}, stale)
         out, s_list = [], scores.tolist()
+        if n >= 64:  # numpy's per-call overhead pays off from a few dozen rows on
+            decisions = deployed.policy.decide_many(scores).tolist()
+            reasons = deployed.policy.reasons_many(scores, {f: x[:, REASON_COLS[f]] for f in REASON_COLS}, stale)
+        else:
+            decisions = [deployed.policy.decide(v) for v in s_list]
+            reasons = [deployed.policy.reasons(v, f, st) for v, f, st in zip(s_list, feats_list, stale)]
         for i, r in enumerate(requests):
             if answer[i] is not deployed:  # a canary's rows: the candidate's own policy
                 decisions[i] = answer[i].policy.decide(s_list[i])
