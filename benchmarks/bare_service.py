@@ -1,7 +1,7 @@
 """The baseline of ``benchmarks/serving.py``: the least a BentoML service can do per request — one
 typed ``@bentoml.api`` taking the same five fields as Vigil's ``/score`` and answering
 ``Booster.predict`` of the promoted model on one fixed feature row (no feature store, no policy,
-no log, no guard). Same workers and threads as Vigil's service (the same ``VIGIL_SERVING_*``
+no log, no guard). Same workers, and the same ``gc.freeze()`` once loaded, and threads as Vigil's service (the same ``VIGIL_SERVING_*``
 variables); ``BARE_ASYNC=1`` makes the handler ``async``.
 
     BARE_BOOSTER=<model.txt> BARE_ROW='[...]' python -m bentoml serve benchmarks.bare_service:Bare
@@ -9,6 +9,7 @@ variables); ``BARE_ASYNC=1`` makes the handler ``async``.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from datetime import datetime
@@ -25,6 +26,7 @@ class _Bare:
     def __init__(self) -> None:
         self.booster = lgb.Booster(model_file=os.environ["BARE_BOOSTER"])
         self.row = np.asarray(json.loads(os.environ["BARE_ROW"]), dtype=np.float64)[None, :]
+        gc.freeze()  # as Vigil's worker does once loaded (serving/service.py): the same server configuration
 
     def _predict(self) -> dict:
         return {"fraud_score": float(self.booster.predict(self.row, num_threads=1)[0])}
