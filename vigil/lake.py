@@ -186,7 +186,7 @@ def write_day(folder: LakeFolder, day: date, frame: pd.DataFrame) -> LakeFolder:
     if isinstance(folder, ObjectPath):
         buf = io.BytesIO()
         frame.to_parquet(buf, index=False)
-        path.write_bytes(buf.getvalue())
+        put(path, buf.getvalue())
         return path
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -196,14 +196,10 @@ def write_day(folder: LakeFolder, day: date, frame: pd.DataFrame) -> LakeFolder:
 
 
 def read_day(folder: LakeFolder, day: date, columns: list[str] | None = None) -> pd.DataFrame | None:
-    path = day_file(folder, day)
-    if isinstance(path, ObjectPath):
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        return pd.read_parquet(io.BytesIO(data), columns=columns)
-    return pd.read_parquet(path, columns=columns) if path.exists() else None
+    try:
+        return read_parquet(day_file(folder, day), columns)  # one GET on an object store, no HEAD first
+    except FileNotFoundError:
+        return None
 
 
 def read_days(folder: LakeFolder, days: list[date], columns: list[str] | None = None) -> pd.DataFrame:
@@ -233,10 +229,25 @@ def read_days(folder: LakeFolder, days: list[date], columns: list[str] | None = 
     return pd.concat(frames, ignore_index=True)
 
 
+def _in_range(source, column: str, lo, hi) -> np.ndarray | None:
+    """The values of ``column`` within [lo, hi] in one Parquet file, None when its statistics
+    say it holds none (its data is then never read)."""
+    import pyarrow.compute as pc
+
+    meta = source.metadata
+    idx = meta.schema.names.index(column) if column in meta.schema.names else None
+    if idx is None or meta.num_rows == 0:
+        return None
+    stats = [meta.row_group(i).column(idx).statistics for i in range(meta.num_row_groups)]
+    if all(s is not None and s.has_min_max and (s.max < lo or s.min > hi) for s in stats):
+        return None
+    col = source.read(columns=[column]).column(0)
+    return col.filter(pc.and_(pc.greater_equal(col, lo), pc.less_equal(col, hi))).to_numpy()
+
+
 def values_in_range(folder: LakeFolder, days: list[date], column: str, lo, hi) -> np.ndarray:
     """Values of an integer ``column`` within [lo, hi] over the days' partitions. A partition whose
     Parquet min/max statistics lie outside the range is skipped without reading its data."""
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     folder = _folder(folder)
@@ -246,22 +257,15 @@ def values_in_range(folder: LakeFolder, days: list[date], column: str, lo, hi) -
     out = []
     for d in days:
         path = day_file(folder, d)
-        if isinstance(path, ObjectPath):
-            source = pq.ParquetFile(io.BytesIO(path.read_bytes()))
+        if isinstance(path, ObjectPath):  # ranged reads: the footer first, the column only if it may hold one
+            with path.fs.open(path.key, "rb") as fh:
+                got = _in_range(pq.ParquetFile(fh), column, lo, hi)
         elif path.exists():
-            source = pq.ParquetFile(path)
+            got = _in_range(pq.ParquetFile(path), column, lo, hi)
         else:
             continue
-        meta = source.metadata
-        idx = meta.schema.names.index(column) if column in meta.schema.names else None
-        if idx is None or meta.num_rows == 0:
-            continue
-        stats = [meta.row_group(i).column(idx).statistics for i in range(meta.num_row_groups)]
-        if all(s is not None and s.has_min_max and (s.max < lo or s.min > hi) for s in stats):
-            continue
-        col = source.read(columns=[column]).column(0)
-        col = col.filter(pc.and_(pc.greater_equal(col, lo), pc.less_equal(col, hi)))
-        out.append(col.to_numpy())
+        if got is not None:
+            out.append(got)
     return np.concatenate(out) if out else np.array([], dtype="int64")
 
 
