@@ -30,7 +30,7 @@ CUSTOMER_VIEW, TERMINAL_VIEW = (v.name for v in FEATURE_VIEWS)
 INTRADAY_PUSH = "customer_intraday_push"
 _PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
 INFRA = Path(__file__).resolve().parents[1] / "infra" / "feast"
-_DOUBLE = struct.Struct("<d")  # a Feast Value holding a double: 0x31, then these 8 bytes
+_DOUBLE = struct.Struct("<d")  # a Feast Value holding a double: its tag byte, then these 8 bytes
 _INT64 = struct.Struct("<q")  # an int64 entity value in a serialized entity key
 
 
