@@ -1,6 +1,7 @@
-"""Two worker processes adding to the same card's intraday list at once lose none of each other's
-additions (``IntradayStore.exclusive``: SQLite's write transaction, Redis lock keys), in both
-profiles. Without it, each read-add-write can overwrite the other's."""
+"""Two worker processes, two threads each, adding to the same card's intraday list at once lose
+none of each other's additions (``IntradayStore.exclusive``: SQLite's write transaction on each
+thread's own connection, Redis lock keys), in both profiles. Without it, each read-add-write can
+overwrite the other's."""
 
 import multiprocessing as mp
 import os
@@ -17,6 +18,11 @@ N = 120  # additions per worker; both together stay under the list's 256 cap
 
 
 def add_many(root: str, env: dict, first_id: int, start, done) -> None:
+    """N additions from two threads of one process, sharing one IntradayStore as a worker's
+    threads share the scorer's: each thread gets its own SQLite connection (on one shared
+    connection, threads inside each other's write transaction failed)."""
+    import threading
+
     os.environ.update(env)
     from vigil import config
     from vigil.feature_repo import IntradayStore, open_store
@@ -24,12 +30,25 @@ def add_many(root: str, env: dict, first_id: int, start, done) -> None:
 
     intraday = IntradayStore(open_store(config.paths(root)))
     intraday.read([CARD])  # connected and warm
-    start.wait(120)  # both at once
-    for k in range(N):
-        tx = first_id + k
-        with intraday.exclusive([CARD]):
-            state = intraday.read([CARD])[0]
-            intraday.write({CARD: intraday_add(state, tx, EPOCH + tx % 10_000, 1.0)})
+    errors = []
+
+    def add(ids):
+        try:
+            for tx in ids:
+                with intraday.exclusive([CARD]):
+                    state = intraday.read([CARD])[0]
+                    intraday.write({CARD: intraday_add(state, tx, EPOCH + tx % 10_000, 1.0)})
+        except Exception as exc:  # reported to the test through the exit code
+            errors.append(exc)
+
+    start.wait(120)  # both processes at once
+    threads = [threading.Thread(target=add, args=(range(first_id + k, first_id + N, 2),)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
     done.put(first_id)
 
 
