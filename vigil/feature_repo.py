@@ -198,14 +198,17 @@ class OnlineReader:
         probes = (0, 1, 255, 2**31, 2**53 + 1, MAX_ID)
         return prefix if all(self._serialize(join_key, i) == prefix + _INT64.pack(i) for i in probes) else None
 
+    def sqlite_table(self, view: str) -> str:
+        """The quoted name of Feast's SQLite table of ``view``."""
+        from feast.infra.online_stores.sqlite import _quote_id, _table_id
+
+        return _quote_id(_table_id(self.config.project, self.views[view],
+                                   self.config.registry.enable_online_feature_view_versioning))
+
     def _sqlite_rows(self, view: str, keys: list[bytes]) -> list[tuple]:
         """``(entity_key, feature_name, value)`` of ``keys`` from Feast's SQLite table of ``view``,
         5,000 keys a query (every feature: filtering by name in SQL made it 1.7x slower)."""
-        from feast.infra.online_stores.sqlite import _quote_id, _table_id
-
-        table = _quote_id(_table_id(self.config.project, self.views[view],
-                                    self.config.registry.enable_online_feature_view_versioning))
-        conn = self.sqlite_conn()
+        table, conn = self.sqlite_table(view), self.sqlite_conn()
         rows = []
         for start in range(0, len(keys), 5000):
             chunk = keys[start:start + 5000]
@@ -389,13 +392,7 @@ class IntradayStore:
         ``online_read`` was 0.27 s of a 10,000-row batch's 1.5 s)."""
         if self._sqlite():
             return self._sqlite_read(ids)
-        out = []
-        for row in self.reader.read(INTRADAY_VIEW.name, ids):
-            if row is None or row.get("intraday_day") is None:
-                out.append(None)
-            else:
-                out.append({k: row.get(k) or [] for k in INTRADAY_STATE[1:]} | {"intraday_day": int(row["intraday_day"])})
-        return out
+        return [_list_state(row) for row in self.reader.read(INTRADAY_VIEW.name, ids)]
 
     def _sqlite(self) -> bool:
         online = self.config.online_store
@@ -411,14 +408,7 @@ class IntradayStore:
             which = value.WhichOneof("val")
             v = getattr(value, which) if which else None
             got.setdefault(key, {})[feature] = list(v.val) if which and which.endswith("_list_val") else v
-        out = []
-        for key in keys:
-            row = got.get(key)
-            if row is None or row.get("intraday_day") is None:
-                out.append(None)
-            else:
-                out.append({k: row.get(k) or [] for k in INTRADAY_STATE[1:]} | {"intraday_day": int(row["intraday_day"])})
-        return out
+        return [_list_state(got.get(key)) for key in keys]
 
     def write(self, states: dict[int, dict]) -> None:
         """Store ``{customer_id: list state}``. The event time is the wall clock, so Redis (which
@@ -443,10 +433,7 @@ class IntradayStore:
                     (key, "intraday_amounts", V(double_list_val=DoubleList(val=st["intraday_amounts"])).SerializeToString(), None, naive, None),
                     (key, INTRADAY_VIEW.asof, V(int64_val=last).SerializeToString(), str(last), naive, None),
                 ]
-            from feast.infra.online_stores.sqlite import _quote_id, _table_id
-
-            table = _quote_id(_table_id(self.config.project, self.view, self.config.registry.enable_online_feature_view_versioning))
-            conn = self.reader.sqlite_conn()
+            table, conn = self.reader.sqlite_table(INTRADAY_VIEW.name), self.reader.sqlite_conn()
             with conn:
                 conn.executemany(f"INSERT INTO {table} (entity_key, feature_name, value, value_text, event_ts, created_ts) "
                                  "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
@@ -463,6 +450,13 @@ class IntradayStore:
                     INTRADAY_VIEW.asof: V(int64_val=int(max(st["intraday_epochs"], default=0)))}
             rows.append((key, vals, now, None))
         self.reader.online_store.online_write_batch(self.config, self.view, rows, None)
+
+
+def _list_state(row: dict | None) -> dict | None:
+    """A card's stored intraday row as a list state, None when it has none."""
+    if row is None or row.get("intraday_day") is None:
+        return None
+    return {k: row.get(k) or [] for k in INTRADAY_STATE[1:]} | {"intraday_day": int(row["intraday_day"])}
 
 
 def merge_intraday(stored: dict | None, day_list: dict) -> dict | None:
