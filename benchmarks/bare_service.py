@@ -18,7 +18,7 @@ import bentoml
 import lightgbm as lgb
 import numpy as np
 
-WORKERS = int(os.environ.get("VIGIL_SERVING_WORKERS", "1") or 1)
+WORKERS = int(os.environ.get("VIGIL_SERVING_WORKERS", "2") or 2)  # Vigil's defaults
 THREADS = int(os.environ.get("VIGIL_SERVING_THREADS", "4") or 4)
 
 

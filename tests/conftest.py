@@ -97,7 +97,8 @@ def serve(root: Path, extra_env: dict | None = None):
 
 @pytest.fixture(scope="session")
 def server(pipeline_home):
-    with serve(pipeline_home["paths"].root) as url:
+    # one worker: tests read per-process counters from /model_info (pid, abandoned)
+    with serve(pipeline_home["paths"].root, {"VIGIL_SERVING_WORKERS": "1"}) as url:
         yield url
 
 

@@ -314,11 +314,17 @@ class IntradayLocked(TimeoutError):
     """The cards' lists stayed locked by another worker past ``INTRADAY_LOCK_WAIT_S``."""
 
 
+class IntradayBusy(RuntimeError):
+    """``exclusive(wait=False)``: another thread or worker holds the lists now. Raised before
+    anything is read or written, so the caller can run the same step again where waiting is
+    harmless (the endpoint's event loop must not wait; one of its threads may)."""
+
+
 class IntradayStore:
     """Each card's list of today's transactions in the online store (view ``customer_intraday``):
     read and written through the online store's own batch calls, as :class:`OnlineReader` reads.
-    A read-add-write runs inside :meth:`exclusive`, so workers (processes, replicas) never lose
-    each other's additions; the endpoint also serialises its own threads."""
+    A read-add-write runs inside :meth:`exclusive`, so workers (processes, replicas) and their
+    threads never lose each other's additions."""
 
     def __init__(self, store, reader: OnlineReader | None = None):
         self.reader = reader or OnlineReader(store)
@@ -331,15 +337,27 @@ class IntradayStore:
             self.reader.online_store._get_conn(self.config).execute("PRAGMA synchronous=NORMAL")  # Feast's own writes
 
     @contextlib.contextmanager
-    def exclusive(self, ids: list[int]):
+    def exclusive(self, ids: list[int], wait: bool = True):
         """The cards' lists are read, added to and written by this block alone, across processes:
         SQLite, one write transaction (``BEGIN IMMEDIATE``; the write inside commits it); Redis, a
         lock key per card (``SET NX PX``, all or none, released only by its holder). Past
-        ``INTRADAY_LOCK_WAIT_S``: :class:`IntradayLocked`."""
+        ``INTRADAY_LOCK_WAIT_S``: :class:`IntradayLocked`. ``wait=False``: :class:`IntradayBusy` at
+        once if another worker holds them."""
         kind = getattr(self.config.online_store, "type", "")
         if kind == "sqlite":  # the connection write() uses
             conn = self.reader.sqlite_conn() if self._sqlite() else self.reader.online_store._get_conn(self.config)
-            conn.execute("BEGIN IMMEDIATE")  # waits for another process's write (busy timeout 5 s)
+            if wait:
+                conn.execute("BEGIN IMMEDIATE")  # waits for another process's write (busy timeout 5 s)
+            else:
+                import sqlite3
+
+                conn.execute("PRAGMA busy_timeout=0")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:  # 'database is locked': another worker's write
+                    raise IntradayBusy(str(exc)) from exc
+                finally:
+                    conn.execute("PRAGMA busy_timeout=5000")
             try:
                 yield
             except BaseException:
@@ -349,13 +367,13 @@ class IntradayStore:
             if conn.in_transaction:  # nothing written: end the transaction
                 conn.commit()
         elif kind == "redis":
-            with self._redis_locks(ids):
+            with self._redis_locks(ids, wait):
                 yield
         else:
             yield
 
     @contextlib.contextmanager
-    def _redis_locks(self, ids: list[int]):
+    def _redis_locks(self, ids: list[int], wait: bool = True):
         client = self.reader.online_store._get_client(self.config.online_store)
         keys = [f"{self.config.project}:vigil_intraday_lock:{int(i)}" for i in sorted(set(ids))]
         token, deadline, pause = uuid.uuid4().hex, time.monotonic() + INTRADAY_LOCK_WAIT_S, 0.0005
@@ -376,6 +394,8 @@ class IntradayStore:
             if len(held) == len(keys):
                 break
             release(held)
+            if not wait:
+                raise IntradayBusy(f"intraday lists of {len(keys) - len(held)} card(s) locked by another worker")
             if time.monotonic() > deadline:
                 raise IntradayLocked(f"intraday lists of {len(keys) - len(held)} card(s) locked by another worker "
                                      f"for over {INTRADAY_LOCK_WAIT_S} s")
@@ -393,6 +413,12 @@ class IntradayStore:
         if self._sqlite():
             return self._sqlite_read(ids)
         return [_list_state(row) for row in self.reader.read(INTRADAY_VIEW.name, ids)]
+
+    @property
+    def shares_connection(self) -> bool:
+        """SQLite through Feast's own single connection (the vector or OpenAI-store options): the
+        threads of a process must then take turns, as :meth:`exclusive` cannot tell them apart."""
+        return getattr(self.config.online_store, "type", "") == "sqlite" and not self._sqlite()
 
     def _sqlite(self) -> bool:
         online = self.config.online_store

@@ -21,7 +21,7 @@ import numpy as np
 
 from vigil import registry
 from vigil.config import Paths
-from vigil.feature_repo import IntradayStore, OnlineReader, open_store
+from vigil.feature_repo import IntradayBusy, IntradayStore, OnlineReader, open_store
 from vigil.features import (FEATURE_VIEWS, INTRADAY_FEATURES, MODEL_FEATURES, REQUEST_FEATURES, fresh_mask,
                             intraday_batch, request_features)
 from vigil.model import FraudModel
@@ -32,6 +32,7 @@ log = logging.getLogger("vigil.scoring")
 AVG_30D = MODEL_FEATURES.index("customer_avg_amount_30d")
 STD_30D = MODEL_FEATURES.index("customer_std_amount_30d")
 INTRADAY = MODEL_FEATURES.index(INTRADAY_FEATURES[0])
+STORE_BUDGET_PER_ROW_S = 0.0001  # a batch's store calls may take this much longer per row (SQLite: ~0.05 ms)
 REASON_COLS = {f: MODEL_FEATURES.index(f) for f in ("customer_avg_amount_30d", "tx_amount", "terminal_risk_7d", "customer_nb_tx_30d")}
 
 
@@ -49,6 +50,45 @@ class TooLate(RuntimeError):
     logged: nothing is logged or returned (the client has given up; its retry is scored afresh).
     Its transactions may already be in their cards' intraday lists, where a retry of the same
     ``transaction_id`` is not added twice."""
+
+
+class StoreBreaker:
+    """After a failed or over-budget online-store call, requests skip the store for ``cooldown_s``
+    (answered degraded at once, without waiting for a timeout); then one request at a time tries
+    it again, and the first that succeeds closes the breaker. Without it, a store that times out
+    costs every request its timeout: at 200 req/s and 250 ms a call, a worker falls behind by
+    seconds within a second and every answer comes too late."""
+
+    def __init__(self, cooldown_s: float, clock=time.monotonic):
+        self.cooldown_s, self.clock = cooldown_s, clock
+        self.open_until: float | None = None  # None: closed
+        self.probing = False
+        self.opened = 0  # times it opened, for /model_info
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        with self._lock:
+            if self.open_until is None:
+                return True
+            if self.probing or self.clock() < self.open_until:
+                return False
+            self.probing = True  # this request is the probe; the others keep skipping
+            return True
+
+    def success(self) -> None:
+        with self._lock:
+            self.open_until, self.probing = None, False
+
+    def failure(self) -> None:
+        with self._lock:
+            if self.open_until is None:
+                self.opened += 1
+            self.open_until, self.probing = self.clock() + self.cooldown_s, False
+
+    def abandon(self) -> None:
+        """An allowed request ended without a verdict (it will run again elsewhere)."""
+        with self._lock:
+            self.probing = False
 
 
 @dataclass(frozen=True)
@@ -72,14 +112,18 @@ class Rollout:
 
 class Scorer:
     def __init__(self, paths: Paths, store=None, log_predictions: bool = True, poll_seconds: float = 2.0,
-                 store_timeout_s: float = 0.25):
+                 store_timeout_s: float = 0.25, store_budget_s: float = 0.25, store_cooldown_s: float = 2.0):
         self.paths = paths
         self.store = store or open_store(paths)
+        self.store_budget_s, self.clock = store_budget_s, time.monotonic
+        self.breaker = StoreBreaker(store_cooldown_s)
 
         self.reader = OnlineReader(self.store)
         self._bound_redis(store_timeout_s)
         self.intraday = IntradayStore(self.store, self.reader)
-        self._intraday_lock = threading.Lock()  # one read-add-write per card at a time in this process
+        # IntradayStore.exclusive serialises read-add-writes across threads too (each thread its own
+        # SQLite connection; Redis lock keys per card), except on Feast's one shared SQLite connection
+        self._intraday_lock = threading.Lock() if self.intraday.shares_connection else None
         self.log = PredictionLog(paths.predictions) if log_predictions else None
         self.deployed: Deployed | None = None
         self.poll_seconds = poll_seconds
@@ -89,11 +133,18 @@ class Scorer:
         self._alerted: set[tuple[str, str]] = set()
         self._rollout_seen: str | None = None
         self._stop = threading.Event()
-        self.counters = {**{f"stale_{v.name}": 0 for v in FEATURE_VIEWS}, "scored": 0, "degraded": 0, "abandoned": 0}
+        self.counters = {**{f"stale_{v.name}": 0 for v in FEATURE_VIEWS}, "scored": 0, "degraded": 0, "abandoned": 0,
+                         "store_skipped": 0}
         try:
             self.reload()
         except Exception as exc:  # a corrupt production model: not ready (503), retried at every poll
             self._log_once(f"model load failed ({exc}); not serving until a loadable model is promoted")
+
+    @property
+    def local_store(self) -> bool:
+        """The online store is a SQLite file on this host, read and written by Vigil's own SQL: a
+        call is tens of microseconds of CPU, no network wait (the endpoint's event loop may make it)."""
+        return self.intraday._sqlite()
 
     def _bound_redis(self, timeout_s: float) -> None:
         """A slow, silent or refusing Redis costs a request at most ``timeout_s`` per call and one
@@ -208,48 +259,77 @@ class Scorer:
             self.log.close()
 
     # -- features --------------------------------------------------------------------------
-    def assemble(self, requests: list[dict]) -> tuple[np.ndarray, list[list[str]], bool]:
+    def assemble(self, requests: list[dict], wait: bool = True) -> tuple[np.ndarray, list[list[str]], bool]:
         """Feature matrix in ``MODEL_FEATURES`` order; stale or missing snapshots become NaN. When
         the online store cannot be read, every view is missing (NaN, the value the model was trained
         to see for "no snapshot") and the batch is ``degraded``: answered, flagged, never failed.
-        After the first failed store call the request makes no other: a slow store costs one call's
-        timeout (and its one retry), not one per view."""
-        degraded = False
+        After the first failed store call the request makes no other, nor once its store calls have
+        taken ``store_budget_s``: a slow store costs one call's timeout (and its one retry) and the
+        budget, not one timeout per call; and then :class:`StoreBreaker` spares the next requests
+        even that. ``wait=False``: :class:`IntradayBusy` (nothing written, nothing counted) when
+        another thread or worker holds the cards' lists."""
         n = len(requests)
         epoch = np.array([int(r["tx_datetime"].replace(tzinfo=timezone.utc).timestamp()) for r in requests], dtype=np.int64)
         amount = np.array([r["tx_amount"] for r in requests], dtype=np.float64)
         x = np.full((n, len(MODEL_FEATURES)), np.nan)
         stale: list[list[str]] = [[] for _ in range(n)]
-        first = offset = len(REQUEST_FEATURES)
-        for spec in FEATURE_VIEWS:  # MODEL_FEATURES order: request-time, then each view's features
-            names = spec.features
-            got = None
-            if not degraded:
+        stale_counts = {}
+        allowed = self.breaker.allow()
+        degraded, verdict = not allowed, False
+        t0, budget = self.clock(), self.store_budget_s + n * STORE_BUDGET_PER_ROW_S
+
+        def fail(what: str, exc: Exception | None) -> None:
+            nonlocal degraded, verdict
+            why = f"{type(exc).__name__}: {exc}" if exc is not None else f"over the request's {budget * 1000:g} ms budget"
+            self._log_once(f"online store {what} failed ({why}); scoring degraded, without its features")
+            degraded = verdict = True
+            self.breaker.failure()
+
+        def in_budget(what: str) -> bool:
+            if self.clock() - t0 <= budget:
+                return True
+            fail(what, None)
+            return False
+
+        try:
+            first = offset = len(REQUEST_FEATURES)
+            for spec in FEATURE_VIEWS:  # MODEL_FEATURES order: request-time, then each view's features
+                names = spec.features
+                got = None
+                if not degraded and in_budget(f"read of {spec.name}"):
+                    try:
+                        got = self.reader.read_matrix(spec.name, [r[spec.key] for r in requests], names + (spec.asof,))
+                    except Exception as exc:  # the store is down, refuses or is too slow: a defined answer, not a 500
+                        fail(f"read of {spec.name}", exc)
+                if got is None:
+                    got = np.full((n, len(names) + 1), np.nan)
+                fresh = fresh_mask(got[:, -1], epoch)
+                x[fresh, offset : offset + len(names)] = got[fresh, :-1]
+                for i in np.flatnonzero(~fresh):
+                    stale[i].append(spec.name)
+                stale_counts[spec.name] = int(n - fresh.sum())
+                offset += len(names)
+            x[:, :first] = request_features(epoch, amount, x[:, AVG_30D], x[:, STD_30D])
+            nothing_today = (0.0, 0.0, 0.0, np.nan)  # the intraday features of "nothing earlier today"
+            today = None
+            if not degraded and in_budget("intraday step"):
                 try:
-                    got = self.reader.read_matrix(spec.name, [r[spec.key] for r in requests], names + (spec.asof,))
-                except Exception as exc:  # the store is down, refuses or is too slow: a defined answer, not a 500
-                    self._log_once(f"online store read of {spec.name} failed ({type(exc).__name__}: {exc}); "
-                                   "scoring degraded, without its features")
-                    degraded = True
-            if got is None:
-                got = np.full((n, len(names) + 1), np.nan)
-            fresh = fresh_mask(got[:, -1], epoch)
-            x[fresh, offset : offset + len(names)] = got[fresh, :-1]
-            for i in np.flatnonzero(~fresh):
-                stale[i].append(spec.name)
-            self.counters[f"stale_{spec.name}"] += int(n - fresh.sum())
-            offset += len(names)
-        x[:, :first] = request_features(epoch, amount, x[:, AVG_30D], x[:, STD_30D])
-        nothing_today = (0.0, 0.0, 0.0, np.nan)  # the intraday features of "nothing earlier today"
-        if degraded:
-            x[:, INTRADAY:INTRADAY + len(INTRADAY_FEATURES)] = nothing_today
-        else:
-            try:
-                x[:, INTRADAY:INTRADAY + len(INTRADAY_FEATURES)] = self.intraday_step(requests, epoch, amount)
-            except Exception as exc:
-                self._log_once(f"online store intraday step failed ({type(exc).__name__}: {exc}); scoring degraded")
-                x[:, INTRADAY:INTRADAY + len(INTRADAY_FEATURES)] = nothing_today
-                degraded = True
+                    today = self.intraday_step(requests, epoch, amount, wait)
+                except IntradayBusy:
+                    raise
+                except Exception as exc:
+                    fail("intraday step", exc)
+            x[:, INTRADAY:INTRADAY + len(INTRADAY_FEATURES)] = nothing_today if today is None else today
+            if allowed and not degraded:
+                self.breaker.success()
+                verdict = True
+        finally:
+            if allowed and not verdict:  # IntradayBusy or a bug: no verdict on the store
+                self.breaker.abandon()
+        for view, k in stale_counts.items():
+            self.counters[f"stale_{view}"] += k
+        if not allowed:
+            self.counters["store_skipped"] += n
         if degraded:
             self.counters["degraded"] += n
             self._alert("serving_degraded", datetime.now(timezone.utc).strftime("%Y-%m-%dT%H"),
@@ -257,17 +337,25 @@ class Scorer:
                         {"requests_degraded_so_far": self.counters["degraded"], "pid": os.getpid()})
         return x, stale, degraded
 
-    def intraday_step(self, requests: list[dict], epoch: np.ndarray, amount: np.ndarray) -> np.ndarray:
+    def intraday_step(self, requests: list[dict], epoch: np.ndarray, amount: np.ndarray, wait: bool = True) -> np.ndarray:
         """The intraday features of each request from its card's list of today's transactions in the
         online store, then the list with the request added, written back: the next request of the
-        card sees this one. Requests of one card in one batch see each other in order."""
+        card sees this one. Requests of one card in one batch see each other in order.
+        ``wait=False``: :class:`IntradayBusy` rather than wait for another thread or worker."""
         cards = [int(r["customer_id"]) for r in requests]
         unique = list(dict.fromkeys(cards))
-        with self._intraday_lock, self.intraday.exclusive(unique):  # this process's threads, then other workers
-            states = dict(zip(unique, self.intraday.read(unique)))
-            out, changed = intraday_batch(states, cards, [int(r["transaction_id"]) for r in requests],
-                                          epoch.tolist(), amount.tolist())
-            self.intraday.write(changed)
+        lock = self._intraday_lock
+        if lock is not None and not lock.acquire(blocking=wait):
+            raise IntradayBusy("another thread of this worker holds the intraday lists")
+        try:
+            with self.intraday.exclusive(unique, wait):  # other threads and workers
+                states = dict(zip(unique, self.intraday.read(unique)))
+                out, changed = intraday_batch(states, cards, [int(r["transaction_id"]) for r in requests],
+                                              epoch.tolist(), amount.tolist())
+                self.intraday.write(changed)
+        finally:
+            if lock is not None:
+                lock.release()
         return out
 
     # -- scoring ---------------------------------------------------------------------------
@@ -278,10 +366,13 @@ class Scorer:
             self.counters["abandoned"] += n
             raise TooLate(f"{n} predictions abandoned, {why}; not logged, not returned")
 
-    def score(self, requests: list[dict], deadline: float | None = None, gone: threading.Event | None = None) -> list[dict]:
+    def score(self, requests: list[dict], deadline: float | None = None, gone: threading.Event | None = None,
+              wait: bool = True) -> list[dict]:
         """Scores, decisions and reasons for ``requests``, logged before they are returned.
         Past ``deadline`` (``time.monotonic()``) or once ``gone`` is set (the client disconnected):
-        :class:`TooLate`, checked before the features, before the model and before the log."""
+        :class:`TooLate`, checked before the features, before the model and before the log.
+        ``wait=False``: :class:`IntradayBusy`, with nothing written, logged or counted, rather than
+        wait for another thread or worker (the endpoint then scores it again on a thread)."""
         deployed = self.deployed
         if deployed is None:
             raise ModelUnavailable("no model promoted to production yet; run the retraining job")
@@ -289,7 +380,7 @@ class Scorer:
         t0 = time.perf_counter()
         self._give_up_if_late(len(requests), deadline, gone)  # queued behind others while its client left
         requests = [{**r, "tx_datetime": utc_naive(r["tx_datetime"])} for r in requests]
-        x, stale, degraded = self.assemble(requests)
+        x, stale, degraded = self.assemble(requests, wait)
         self._give_up_if_late(len(requests), deadline, gone)
         request_id = uuid.uuid4().hex
         t1 = time.perf_counter()

@@ -85,8 +85,11 @@ class Settings:
     serving_max_future_seconds: int = 300  # VIGIL_SERVING_MAX_FUTURE_SECONDS: clock skew a tx_datetime may have
     serving_oldest: date = date(2000, 1, 1)  # VIGIL_SERVING_OLDEST: older tx_datetime values are refused
     serving_store_timeout_ms: int = 250  # VIGIL_SERVING_STORE_TIMEOUT_MS: online store read timeout (then degraded)
-    serving_workers: int = 1  # VIGIL_SERVING_WORKERS: endpoint processes
-    serving_threads: int = 4  # VIGIL_SERVING_THREADS: handler threads per process
+    serving_store_budget_ms: int = 250  # VIGIL_SERVING_STORE_BUDGET_MS: a request's online store calls in all (then degraded)
+    serving_store_cooldown_s: int = 2  # VIGIL_SERVING_STORE_COOLDOWN_S: after a store failure, requests skip it this long (degraded)
+    serving_workers: int = 2  # VIGIL_SERVING_WORKERS: endpoint processes
+    serving_threads: int = 4  # VIGIL_SERVING_THREADS: threads per process for batches and for a networked online store
+    serving_on_loop: str = "auto"  # VIGIL_SERVING_ON_LOOP: auto (/score on the event loop when the online store is a local SQLite file) or never
     k8s_step_jobs: str = ""  # VIGIL_K8S_STEP_JOBS: jobs whose steps each run as a Kubernetes Job (comma-separated)
     backfill_partitions_per_run: int = 0  # VIGIL_BACKFILL_PARTITIONS_PER_RUN: days per backfill run (0: the whole range in one)
 
@@ -162,8 +165,11 @@ class Settings:
             serving_max_future_seconds=whole("VIGIL_SERVING_MAX_FUTURE_SECONDS", "300", 0, 86_400),
             serving_oldest=day("VIGIL_SERVING_OLDEST", "2000-01-01"),
             serving_store_timeout_ms=whole("VIGIL_SERVING_STORE_TIMEOUT_MS", "250", 10, 60_000),
-            serving_workers=whole("VIGIL_SERVING_WORKERS", "1", 1, 64),
+            serving_store_budget_ms=whole("VIGIL_SERVING_STORE_BUDGET_MS", "250", 10, 60_000),
+            serving_store_cooldown_s=whole("VIGIL_SERVING_STORE_COOLDOWN_S", "2", 0, 600),
+            serving_workers=whole("VIGIL_SERVING_WORKERS", "2", 1, 64),
             serving_threads=whole("VIGIL_SERVING_THREADS", "4", 1, 256),
+            serving_on_loop=choice("VIGIL_SERVING_ON_LOOP", "auto", ("auto", "never")),
             k8s_step_jobs=_names("VIGIL_K8S_STEP_JOBS", get("VIGIL_K8S_STEP_JOBS", "")),
             backfill_partitions_per_run=whole("VIGIL_BACKFILL_PARTITIONS_PER_RUN", "0", 0, 366),
         )

@@ -167,11 +167,12 @@ def test_online_store_rerun_rules(profile_copy, pipeline_home):
 
 def test_redis_slow_or_cut_mid_load_gives_degraded_answers_then_recovers(production_home):
     """The production endpoint reaches Redis through a TCP proxy the test controls. Under load
-    from 4 threads the proxy first adds latency (50 ms each way: whole answers, slower; then 400 ms,
-    past the endpoint's 250 ms store timeout: degraded answers, in bounded time), then cuts every
-    connection and refuses new ones for 3 s: every request still gets a 200, flagged degraded while
-    Redis is too slow or unreachable, in bounded time; once the proxy is back to normal, answers
-    are whole again, without a restart."""
+    from 4 threads the proxy first adds latency (5 ms each way: whole answers, slower, the store
+    calls within the request's 250 ms budget; then 400 ms, past the endpoint's 250 ms store
+    timeout: degraded answers, and once the breaker is open at once), then cuts every connection
+    and refuses new ones for 3 s: every request still gets a 200, flagged degraded while Redis is
+    too slow or unreachable, in bounded time; once the proxy is back to normal, answers are whole
+    again within the breaker's 2 s cooldown, without a restart."""
     import threading
     import time
 
@@ -203,7 +204,7 @@ def test_redis_slow_or_cut_mid_load_gives_degraded_answers_then_recovers(product
                 t.start()
             time.sleep(2)
             phase[0] = "slow"
-            proxy.delay_s = 0.05
+            proxy.delay_s = 0.005
             time.sleep(3)
             phase[0] = "too_slow"
             proxy.delay_s = 0.4
@@ -230,15 +231,15 @@ def test_redis_slow_or_cut_mid_load_gives_degraded_answers_then_recovers(product
     assert all(len(v) >= 5 for v in by.values()), {p: len(v) for p, v in by.items()}
     assert {code for _, code, _, _ in seen} == {200}  # no request failed, whatever Redis did
     assert not any(d for _, _, d, _ in by["before"]) and not any(d for _, _, d, _ in by["after"])
-    # 50 ms each way: under the store timeout, whole answers (the first few may meet the next phase)
+    # 5 ms each way: under the store timeout and budget, whole answers (the first few may meet the next phase)
     assert sum(not d for _, _, d, _ in by["slow"]) >= 0.8 * len(by["slow"])
     assert np.median([s for *_, s in by["slow"]]) > np.median([s for *_, s in by["before"]])
     for p in ("too_slow", "cut"):
         assert sum(bool(d) for _, _, d, _ in by[p]) >= 0.8 * len(by[p]), p
-        # bounded: one store call's timeout and its retry (2 x 250 ms; p50 0.51 s when measured), plus
-        # at most the wait behind one request of the phase before (the slow phase's longest), never
-        # the store's pace
+        # bounded: a request that meets the store costs one call's timeout and its retry (2 x 250 ms),
+        # plus at most the wait behind one request of the phase before (the slow phase's longest),
+        # never the store's pace; while the breaker is open, requests skip the store: most at once
         slowest_before = max(s for *_, s in by["slow" if p == "too_slow" else "too_slow"])
-        assert np.median([s for *_, s in by[p]]) < 1.0, p
+        assert np.median([s for *_, s in by[p]]) < 0.2, p
         assert max(s for _, _, _, s in by[p]) < slowest_before + 1.0, p
     assert "vigil_degraded_total" in metrics

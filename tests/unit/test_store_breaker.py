@@ -1,0 +1,131 @@
+"""The online store's breaker and time budget (issue 14 §4): a store that fails or is slow costs
+one request its timeout or its budget, then requests skip it, answered degraded at once, until a
+single probe finds it well again."""
+
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from vigil.features import FEATURE_VIEWS, INTRADAY_FEATURES, MODEL_FEATURES
+from vigil.feature_repo import IntradayBusy
+from vigil.scoring import Scorer, StoreBreaker
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_breaker_opens_on_failure_probes_once_after_the_cooldown_and_closes_on_success():
+    clock = Clock()
+    b = StoreBreaker(2.0, clock)
+    assert b.allow() and b.allow()  # closed: everyone
+    b.failure()
+    assert b.opened == 1 and not b.allow()
+    clock.t += 1.9
+    assert not b.allow()
+    clock.t += 0.2
+    assert b.allow()  # the probe
+    assert not b.allow()  # the others keep skipping while it runs
+    b.failure()  # the probe failed: open again, for a whole cooldown
+    assert not b.allow() and b.opened == 1
+    clock.t += 2.1
+    assert b.allow()
+    b.abandon()  # the probe ended without a verdict (run again elsewhere): another may probe
+    assert b.allow()
+    b.success()
+    assert b.allow() and b.allow() and b.open_until is None
+    b.failure()
+    assert b.opened == 2
+
+
+class Reader:
+    """An online store that answers (no snapshot: NaN), fails, or takes ``delay_s`` of the clock."""
+
+    def __init__(self, clock):
+        self.clock, self.calls, self.fail, self.delay_s = clock, 0, False, 0.0
+
+    def read_matrix(self, view, ids, names):
+        self.calls += 1
+        self.clock.t += self.delay_s
+        if self.fail:
+            raise TimeoutError("Timeout reading from socket")
+        return np.full((len(ids), len(names)), np.nan)
+
+
+class Stub(Scorer):
+    def __init__(self, budget_s=0.25, cooldown_s=2.0):
+        self.clock = Clock()
+        self.reader, self.store_budget_s = Reader(self.clock), budget_s
+        self.breaker = StoreBreaker(cooldown_s, self.clock)
+        self.counters = {**{f"stale_{v.name}": 0 for v in FEATURE_VIEWS}, "degraded": 0, "store_skipped": 0}
+        self._last_error, self.alerts, self.intraday_calls, self.busy = "", [], 0, False
+
+    def intraday_step(self, requests, epoch, amount, wait=True):
+        self.intraday_calls += 1
+        self.reader.clock.t += self.reader.delay_s
+        if self.busy and not wait:
+            raise IntradayBusy("held")
+        return np.zeros((len(requests), len(INTRADAY_FEATURES)))
+
+    def _alert(self, *a):
+        self.alerts.append(a)
+
+
+REQ = {"transaction_id": 1, "tx_datetime": datetime(2025, 6, 1, 12), "customer_id": 1, "terminal_id": 2, "tx_amount": 10.0}
+
+
+def test_a_failing_store_is_skipped_until_a_probe_finds_it_well():
+    s = Stub()
+    s.reader.fail = True
+    _, _, degraded = s.assemble([REQ])
+    assert degraded and s.reader.calls == 1 and s.intraday_calls == 0  # no other call after the first failure
+    for _ in range(5):  # skipped: no call, answered degraded at once
+        x, stale, degraded = s.assemble([REQ, REQ])
+        assert degraded and stale == [[v.name for v in FEATURE_VIEWS]] * 2
+        assert np.isnan(x[:, len(MODEL_FEATURES) - len(INTRADAY_FEATURES) - 1:]).any()
+    assert s.reader.calls == 1 and s.counters == {**s.counters, "degraded": 11, "store_skipped": 10}
+    s.reader.fail = False
+    s.clock.t += 2.5
+    _, _, degraded = s.assemble([REQ])  # the probe
+    assert not degraded and s.reader.calls == 1 + len(FEATURE_VIEWS) and s.intraday_calls == 1
+    assert not s.assemble([REQ])[2] and s.breaker.opened == 1
+
+
+def test_a_slow_store_costs_a_request_its_budget_then_is_skipped():
+    s = Stub(budget_s=0.25)
+    s.reader.delay_s = 0.2  # each call under a timeout, all together over the budget
+    _, _, degraded = s.assemble([REQ])
+    assert degraded and "over the request's 250.1 ms budget" in s._last_error
+    assert s.reader.calls == 2 and s.intraday_calls == 0  # the second read ended past the budget: no intraday step
+    assert s.breaker.opened == 1 and s.assemble([REQ])[2] and s.reader.calls == 2
+    s.reader.delay_s = 0.01
+    s.clock.t += 3
+    assert not s.assemble([REQ])[2]  # a store fast again closes it
+
+
+def test_a_batch_gets_a_budget_for_its_rows():
+    s = Stub(budget_s=0.25)
+    s.reader.delay_s = 0.2
+    assert not s.assemble([REQ] * 10_000)[2]  # 0.25 s + 0.1 ms a row
+    assert s.intraday_calls == 1 and s.breaker.opened == 0
+
+
+def test_busy_lists_leave_no_trace_and_no_verdict():
+    """The event loop's attempt finds the lists held: IntradayBusy, nothing counted, and a probe
+    that ended so does not keep the breaker from probing again."""
+    s = Stub()
+    s.busy = True
+    before = dict(s.counters)
+    with pytest.raises(IntradayBusy):
+        s.assemble([REQ], wait=False)
+    assert s.counters == before
+    s.breaker.failure()
+    s.clock.t += 3
+    with pytest.raises(IntradayBusy):
+        s.assemble([REQ], wait=False)  # it was the probe
+    assert not s.assemble([REQ], wait=True)[2] and s.breaker.open_until is None
