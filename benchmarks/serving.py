@@ -76,8 +76,11 @@ paths = config.paths(sys.argv[1])
 store = feature_repo.open_store(paths)
 reader = feature_repo.OnlineReader(store)
 days = lake.available_days(paths.features / "customer")
+out = open(sys.argv[2], "a") if len(sys.argv) > 2 else None
 for _ in range(500):  # the online_features asset re-running the newest day: a full rewrite each time
     feature_repo.write_online(store, paths, days[-1], reader)
+    if out:  # the writer's progress: one line per rewrite
+        out.write("x"); out.flush()
 """
 
 
@@ -376,8 +379,8 @@ def profile(server: Server, bodies_file: Path, key: str, rate: float, seconds: f
             gil: bool = False) -> dict:
     """py-spy (sampling, non-blocking) on the server's process family while the load generator
     sends ``rate`` req/s; each sample in one part (:func:`classify`), and the top frames by own time."""
-    if not py_spy:
-        return {"skipped": "py-spy not found (pip install --target /tmp/pyspy py-spy; --py-spy /tmp/pyspy/bin/py-spy)"}
+    if not py_spy or not Path(py_spy).exists():
+        return {"skipped": f"py-spy not found{' at ' + py_spy if py_spy else ''} (pip install --target /tmp/pyspy py-spy; --py-spy /tmp/pyspy/bin/py-spy)"}
     n = int(rate * (seconds + 4))
     gen = subprocess.Popen([sys.executable, str(HERE / "loadgen.py"), "--url", f"{server.url}/score", "--bodies",
                             str(bodies_file), "--rate", str(rate), "--duration", str(seconds + 4), "--id-base",
@@ -505,6 +508,78 @@ done = function(summary, latency, requests)
     latency:percentile(50) / 1000, latency:percentile(99) / 1000))
 end
 """
+
+
+def during_online_writes(server: Server, bodies_file: Path, key: str, paths, env: dict, seconds: float) -> dict:
+    """``/score`` at 200 req/s while another process rewrites the newest day's snapshots and lists
+    into the online store again and again (``MATERIALIZE_LOOP``), and how many rewrites that
+    writer finished meanwhile: a fast endpoint beside a starved writer is no result (SQLite has one
+    writer at a time; who waits is the question)."""
+    progress = Path(tempfile.mkstemp(prefix="vigil-writer-")[1])
+    writer = subprocess.Popen([sys.executable, "-c", MATERIALIZE_LOOP, str(paths.root), str(progress)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while progress.stat().st_size < 1 and writer.poll() is None:  # imports done, one rewrite alone
+            time.sleep(0.1)
+        t0, n0 = time.perf_counter(), progress.stat().st_size
+        while progress.stat().st_size < n0 + 2 and writer.poll() is None:  # its pace without load
+            time.sleep(0.05)
+        alone_s = (time.perf_counter() - t0) / max(progress.stat().st_size - n0, 1)
+        n1, t1 = progress.stat().st_size, time.perf_counter()
+        r = load(server, bodies_file, key, 200, seconds)  # then settles: the server idle again
+        during, span = progress.stat().st_size - n1, time.perf_counter() - t1
+        still = writer.poll() is None
+    finally:
+        writer.kill()
+        writer.wait()
+        progress.unlink()
+    return {**r, "writer_still_running_at_end": still, "writer_rewrite_s_alone": round(alone_s, 3),
+            "writer_rewrites_during_load": during,
+            "writer_rewrite_s_during_load": round(span / during, 3) if during else None}
+
+
+def during_batches(server: Server, bodies_file: Path, key: str, bodies: list[dict], seconds: float) -> dict:
+    """``/score`` at 200 req/s while one client posts 10,000-row batches back to back and another
+    polls ``/livez`` every 20 ms: ``/score`` runs on the event loop, batches on threads, and a
+    ``/score`` that finds the intraday lists held by a batch runs again on a thread, so neither
+    the loop nor the probes wait for a batch."""
+    import threading
+
+    import httpx
+
+    stop, livez, batches, errors = threading.Event(), [], [0], []
+
+    def probe():
+        with httpx.Client() as c:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                c.get(f"{server.url}/livez", timeout=10)
+                livez.append(time.perf_counter() - t0)
+                time.sleep(0.02)
+
+    def post_batches():
+        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
+            while not stop.is_set():
+                base = next_ids(10_000)
+                r = c.post(f"{server.url}/score_batch", json={"transactions": [
+                    {**bodies[i % len(bodies)], "transaction_id": base + i} for i in range(10_000)]})
+                batches[0] += 1
+                if r.status_code != 200:
+                    errors.append(r.status_code)
+
+    threads = [threading.Thread(target=probe), threading.Thread(target=post_batches)]
+    for t in threads:
+        t.start()
+    time.sleep(1)
+    r = load(server, bodies_file, key, 200, seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    ms = np.array(livez) * 1000
+    return {"score_200": {k: r[k] for k in ("p50_ms", "p99_ms", "errors", "degraded", "rate_achieved")},
+            "batches_10k_posted": batches[0], "batch_errors": errors,
+            "livez_ms": {"p50": round(float(np.median(ms)), 2), "p99": round(float(np.percentile(ms, 99)), 2),
+                         "max": round(float(ms.max()), 2), "probes": len(ms)}}
 
 
 def wrk_closed_loop(server: Server, bodies: list[dict], key: str, connections: int, seconds: int, tmp: Path) -> dict:
@@ -716,14 +791,10 @@ def run_main(a, py_spy):
         res["score_batch"] = batch_rows_per_s(vigil, key, bodies)
         log(f"score_batch {res['score_batch']}")
         log("during online-store writes; freshness")
-        writer = subprocess.Popen([sys.executable, "-c", MATERIALIZE_LOOP, str(paths.root)], cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(3)  # let its imports finish, so the load overlaps the writes
-        during = load(vigil, bodies_file, key, 200, a.duration)
-        still = writer.poll() is None
-        writer.kill()
-        writer.wait()
-        res["vigil_200_during_online_writes"] = {**during, "writer_still_running_at_end": still}
+        res["vigil_200_during_online_writes"] = during_online_writes(vigil, bodies_file, key, paths, env, a.duration)
+        log("during 10,000-row batches: /score at 200 req/s and /livez")
+        res["vigil_200_during_batches"] = during_batches(vigil, bodies_file, key, bodies, a.duration)
+        log(f"during batches {res['vigil_200_during_batches']}")
         res["intraday_freshness"] = fresh_pairs(vigil.url, key, paths, bodies, day)
     res["intraday_list_length"] = {"in_the_real_day": round(len(bodies) / len({b["customer_id"] for b in bodies}), 2),
                                    "note": "emptied before each run against Vigil (Intraday.reset); mean at the end of each "

@@ -143,7 +143,7 @@ class FraudScorer:
         if self.on_loop:
             try:
                 return rendered(self._score([tx], wait=False)[0])
-            except IntradayBusy:  # a batch or another worker is writing the lists: wait on a thread
+            except IntradayBusy:  # a batch or another process is writing the lists: wait on a thread
                 pass
         return rendered((await self._off_loop([tx]))[0])
 

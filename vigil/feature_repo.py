@@ -307,6 +307,7 @@ class OnlineReader:
 # a card's list is locked by one worker's read-add-write at a time (Redis: a key per card)
 INTRADAY_LOCK_TTL_MS = 2_000  # a lock whose holder died expires after this
 INTRADAY_LOCK_WAIT_S = 1.0  # past this the request is scored degraded, not held up
+INTRADAY_SQLITE_WAIT_S = 5.0  # SQLite: another process's write transaction (a materialization's chunk, a batch)
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
@@ -318,6 +319,33 @@ class IntradayBusy(RuntimeError):
     """``exclusive(wait=False)``: another thread or worker holds the lists now. Raised before
     anything is read or written, so the caller can run the same step again where waiting is
     harmless (the endpoint's event loop must not wait; one of its threads may)."""
+
+
+def _begin_immediate(conn, wait_s: float) -> None:
+    """``BEGIN IMMEDIATE``, retried every 0.5-5 ms for up to ``wait_s`` while another connection
+    writes; 0: :class:`IntradayBusy` at once. Not SQLite's own busy handler: its sleeps grow to
+    100 ms, so under a steady writer (a materialization's chunks) a waiter kept missing the gaps
+    (p99 0.75 s at 200 req/s during online writes, benchmarks/README.md)."""
+    import sqlite3
+
+    deadline, pause = time.monotonic() + wait_s, 0.0005
+    conn.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if not wait_s:
+                    raise IntradayBusy(str(exc)) from exc
+                if time.monotonic() > deadline:
+                    raise IntradayLocked(f"intraday lists locked by another writer for over {wait_s} s") from exc
+            time.sleep(pause * (1 + random.random()))
+            pause = min(pause * 2, 0.005)
+    finally:
+        conn.execute("PRAGMA busy_timeout=5000")
 
 
 class IntradayStore:
@@ -341,23 +369,12 @@ class IntradayStore:
         """The cards' lists are read, added to and written by this block alone, across processes:
         SQLite, one write transaction (``BEGIN IMMEDIATE``; the write inside commits it); Redis, a
         lock key per card (``SET NX PX``, all or none, released only by its holder). Past
-        ``INTRADAY_LOCK_WAIT_S``: :class:`IntradayLocked`. ``wait=False``: :class:`IntradayBusy` at
-        once if another worker holds them."""
+        ``INTRADAY_SQLITE_WAIT_S`` or ``INTRADAY_LOCK_WAIT_S``: :class:`IntradayLocked`.
+        ``wait=False``: :class:`IntradayBusy` at once if another thread or worker holds them."""
         kind = getattr(self.config.online_store, "type", "")
         if kind == "sqlite":  # the connection write() uses
             conn = self.reader.sqlite_conn() if self._sqlite() else self.reader.online_store._get_conn(self.config)
-            if wait:
-                conn.execute("BEGIN IMMEDIATE")  # waits for another process's write (busy timeout 5 s)
-            else:
-                import sqlite3
-
-                conn.execute("PRAGMA busy_timeout=0")
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as exc:  # 'database is locked': another worker's write
-                    raise IntradayBusy(str(exc)) from exc
-                finally:
-                    conn.execute("PRAGMA busy_timeout=5000")
+            _begin_immediate(conn, INTRADAY_SQLITE_WAIT_S if wait else 0.0)
             try:
                 yield
             except BaseException:
