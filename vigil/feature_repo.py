@@ -312,7 +312,14 @@ _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del
 
 
 class IntradayLocked(TimeoutError):
-    """The cards' lists stayed locked by another worker past ``INTRADAY_LOCK_WAIT_S``."""
+    """The cards' lists stayed locked by another writer past ``INTRADAY_SQLITE_WAIT_S`` (SQLite:
+    the whole store's write lock)."""
+
+
+class CardsLocked(IntradayLocked):
+    """Redis: these cards' lock keys stayed held by another worker past ``INTRADAY_LOCK_WAIT_S``
+    (contention on a few cards, or a holder that died before its keys expire): the store itself
+    is answering, other cards are not affected."""
 
 
 class IntradayBusy(RuntimeError):
@@ -369,7 +376,7 @@ class IntradayStore:
         """The cards' lists are read, added to and written by this block alone, across processes:
         SQLite, one write transaction (``BEGIN IMMEDIATE``; the write inside commits it); Redis, a
         lock key per card (``SET NX PX``, all or none, released only by its holder). Past
-        ``INTRADAY_SQLITE_WAIT_S`` or ``INTRADAY_LOCK_WAIT_S``: :class:`IntradayLocked`.
+        ``INTRADAY_SQLITE_WAIT_S``: :class:`IntradayLocked`; past ``INTRADAY_LOCK_WAIT_S``: :class:`CardsLocked`.
         ``wait=False``: :class:`IntradayBusy` at once if another thread or worker holds them."""
         kind = getattr(self.config.online_store, "type", "")
         if kind == "sqlite":  # the connection write() uses
@@ -414,7 +421,7 @@ class IntradayStore:
             if not wait:
                 raise IntradayBusy(f"intraday lists of {len(keys) - len(held)} card(s) locked by another worker")
             if time.monotonic() > deadline:
-                raise IntradayLocked(f"intraday lists of {len(keys) - len(held)} card(s) locked by another worker "
+                raise CardsLocked(f"intraday lists of {len(keys) - len(held)} card(s) locked by another worker "
                                      f"for over {INTRADAY_LOCK_WAIT_S} s")
             time.sleep(pause * (1 + random.random()))
             pause = min(pause * 2, 0.02)

@@ -21,7 +21,7 @@ import numpy as np
 
 from vigil import registry
 from vigil.config import Paths
-from vigil.feature_repo import IntradayBusy, IntradayStore, OnlineReader, open_store
+from vigil.feature_repo import CardsLocked, IntradayBusy, IntradayStore, OnlineReader, open_store
 from vigil.features import (FEATURE_VIEWS, INTRADAY_FEATURES, MODEL_FEATURES, REQUEST_FEATURES, fresh_mask,
                             intraday_batch, request_features)
 from vigil.model import FraudModel
@@ -317,10 +317,13 @@ class Scorer:
                     today = self.intraday_step(requests, epoch, amount, wait)
                 except IntradayBusy:
                     raise
+                except CardsLocked as exc:  # a few cards held by another worker: this request only, the store is well
+                    self._log_once(f"online store intraday step: {exc}; scoring degraded, without its features")
+                    degraded = True
                 except Exception as exc:
                     fail("intraday step", exc)
             x[:, INTRADAY:INTRADAY + len(INTRADAY_FEATURES)] = nothing_today if today is None else today
-            if allowed and not degraded:
+            if allowed and not verdict:  # every call answered (CardsLocked included)
                 self.breaker.success()
                 verdict = True
         finally:

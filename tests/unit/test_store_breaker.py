@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vigil.features import FEATURE_VIEWS, INTRADAY_FEATURES, MODEL_FEATURES
-from vigil.feature_repo import IntradayBusy
+from vigil.feature_repo import CardsLocked, IntradayBusy, IntradayLocked
 from vigil.scoring import Scorer, StoreBreaker
 
 
@@ -63,13 +63,15 @@ class Stub(Scorer):
         self.reader, self.store_budget_s = Reader(self.clock), budget_s
         self.breaker = StoreBreaker(cooldown_s, self.clock)
         self.counters = {**{f"stale_{v.name}": 0 for v in FEATURE_VIEWS}, "degraded": 0, "store_skipped": 0}
-        self._last_error, self.alerts, self.intraday_calls, self.busy = "", [], 0, False
+        self._last_error, self.alerts, self.intraday_calls, self.busy, self.locked = "", [], 0, False, None
 
     def intraday_step(self, requests, epoch, amount, wait=True):
         self.intraday_calls += 1
         self.reader.clock.t += self.reader.delay_s
         if self.busy and not wait:
             raise IntradayBusy("held")
+        if self.locked is not None:
+            raise self.locked
         return np.zeros((len(requests), len(INTRADAY_FEATURES)))
 
     def _alert(self, *a):
@@ -129,3 +131,17 @@ def test_busy_lists_leave_no_trace_and_no_verdict():
     with pytest.raises(IntradayBusy):
         s.assemble([REQ], wait=False)  # it was the probe
     assert not s.assemble([REQ], wait=True)[2] and s.breaker.open_until is None
+
+
+def test_cards_held_by_another_worker_degrade_that_request_only():
+    """Redis: a few cards' lock keys held past the wait is contention, not a sick store: that
+    request is degraded, the breaker stays closed (and a probe that meets it closes it). SQLite's
+    whole write lock held past its wait is the store not writing: the breaker opens."""
+    s = Stub()
+    s.locked = CardsLocked("intraday lists of 1 card(s) locked by another worker for over 1.0 s")
+    assert s.assemble([REQ])[2] and s.breaker.opened == 0 and s.breaker.allow()
+    s.breaker.failure()
+    s.clock.t += 3
+    assert s.assemble([REQ])[2] and s.breaker.open_until is None  # the probe: the store answered
+    s.locked = IntradayLocked("intraday lists locked by another writer for over 5.0 s")
+    assert s.assemble([REQ])[2] and s.breaker.opened == 2 and not s.breaker.allow()
