@@ -124,7 +124,7 @@ class Scorer:
         # IntradayStore.exclusive serialises read-add-writes across threads too (each thread its own
         # SQLite connection; Redis lock keys per card), except on Feast's one shared SQLite connection
         self._intraday_lock = threading.Lock() if self.intraday.shares_connection else None
-        self.log = PredictionLog(paths.predictions) if log_predictions else None
+        self.log = PredictionLog(paths.predictions, features=MODEL_FEATURES) if log_predictions else None
         self.deployed: Deployed | None = None
         self.poll_seconds = poll_seconds
         self._pointer_seen: str | None = None
@@ -421,18 +421,19 @@ class Scorer:
                         champion_score = champion_score if champion_score is not None else {}
                         champion_score[i] = float(scores[i])  # the same row, both models: a paired comparison
                         scores[i], answer[i] = cand_scores[j], ro.candidate
-        feats_list = [dict(zip(MODEL_FEATURES, row)) for row in np.where(np.isnan(x), None, x).tolist()]
+        rows = np.where(np.isnan(x), None, x).tolist()  # MODEL_FEATURES order: the log's arrays, named by its header
+        named = lambda i: dict(zip(MODEL_FEATURES, rows[i]))  # noqa: E731
         out, s_list = [], scores.tolist()
         if n >= 64:  # numpy's per-call overhead pays off from a few dozen rows on
             decisions = deployed.policy.decide_many(scores).tolist()
             reasons = deployed.policy.reasons_many(scores, {f: x[:, REASON_COLS[f]] for f in REASON_COLS}, stale)
         else:
             decisions = [deployed.policy.decide(v) for v in s_list]
-            reasons = [deployed.policy.reasons(v, f, st) for v, f, st in zip(s_list, feats_list, stale)]
+            reasons = [deployed.policy.reasons(v, named(i), st) for i, (v, st) in enumerate(zip(s_list, stale))]
         for i, r in enumerate(requests):
             if answer[i] is not deployed:  # a canary's rows: the candidate's own policy
                 decisions[i] = answer[i].policy.decide(s_list[i])
-                reasons[i] = answer[i].policy.reasons(s_list[i], feats_list[i], stale[i])
+                reasons[i] = answer[i].policy.reasons(s_list[i], named(i), stale[i])
             out.append({
                 "transaction_id": r["transaction_id"],
                 "fraud_score": s_list[i],
@@ -453,7 +454,7 @@ class Scorer:
             self.log.append_many([
                 {**resp, "customer_id": r["customer_id"], "terminal_id": r["terminal_id"],
                  "tx_datetime": r["tx_datetime"].isoformat(), "features": feats, "served_at": served_at}
-                for resp, r, feats in zip(out, requests, feats_list)
+                for resp, r, feats in zip(out, requests, rows)
             ])
         if ro is not None:
             served_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")

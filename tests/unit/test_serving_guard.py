@@ -9,6 +9,7 @@ import time
 import stat
 from datetime import date, datetime, timedelta, timezone
 
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from serving.guard import MAX_ERRORS, Bucket, Guard, Refused, describe, openapi
 from serving.schema import MAX_ID, Batch, Transaction
 from vigil import api_keys
-from vigil.prediction_log import PredictionLog, read_day_checked
+from vigil.prediction_log import PredictionLog, read_day, read_day_checked
 from vigil.settings import Settings
 
 TX = TypeAdapter(Transaction)
@@ -142,8 +143,39 @@ def test_prediction_log_keeps_few_files_open_whatever_days_requests_carry(tmp_pa
 def test_lines_are_written_before_append_returns(tmp_path):
     log = PredictionLog(tmp_path, fsync_seconds=60)
     log.append_many([_record(i, "2025-06-01") for i in range(10)])
-    assert len((tmp_path / "2025-06-01" / f"{socket.gethostname()}-{os.getpid()}.jsonl").read_text().splitlines()) == 10  # no close needed
+    lines = (tmp_path / "2025-06-01" / f"{socket.gethostname()}-{os.getpid()}.jsonl").read_text().splitlines()
+    assert len(lines) == 11 and "vigil_prediction_log" in json.loads(lines[0])  # the header, then the lines; no close needed
     log.close()
+
+
+def test_log_features_are_arrays_named_by_a_header_per_open(tmp_path):
+    """Each time the process opens a file it writes the header in the same write as the first
+    lines; the readers name the arrays by it, still read the older object form, and set aside an
+    array they cannot name."""
+    names = ["a", "b", "c"]
+    log = PredictionLog(tmp_path, max_open=1, features=names)
+    log.append_many([{**_record(1, "2025-06-01"), "features": [1.0, None, 3.0]}])
+    log.append_many([{**_record(2, "2025-06-02"), "features": [4.0, 5.0, 6.0]}])  # closes 06-01's file
+    log.append_many([{**_record(3, "2025-06-01"), "features": [7.0, 8.0, 9.0]}])  # reopened: a header again
+    log.close()
+    day = date(2025, 6, 1)
+    f = next((tmp_path / day.isoformat()).glob("*.jsonl"))
+    lines = f.read_text().splitlines()
+    assert [("vigil_prediction_log" in json.loads(x)) for x in lines] == [True, False, True, False]
+    with open(f, "a") as fh:  # the older format, an array of the wrong length, a second header naming other features
+        fh.write(json.dumps({**_record(4, "2025-06-01"), "features": {"a": 10.0, "b": 11.0, "c": 12.0}}) + "\n")
+        fh.write(json.dumps({**_record(5, "2025-06-01"), "features": [1.0]}) + "\n")
+        fh.write(json.dumps({"vigil_prediction_log": 2, "features": ["c", "a", "b"]}) + "\n")
+        fh.write(json.dumps({**_record(6, "2025-06-01"), "features": [3.0, 1.0, 2.0]}) + "\n")
+    (tmp_path / day.isoformat() / "headless.jsonl").write_text(json.dumps({**_record(7, "2025-06-01"), "features": [1.0, 2.0, 3.0]}) + "\n")
+    frame, bad, _ = read_day_checked(tmp_path, day)
+    got = frame.set_index("transaction_id")[names]
+    assert got.loc[1].tolist()[0] == 1.0 and pd.isna(got.loc[1, "b"]) and got.loc[3].tolist() == [7.0, 8.0, 9.0]
+    assert got.loc[4].tolist() == [10.0, 11.0, 12.0] and got.loc[6].tolist() == [1.0, 2.0, 3.0]
+    assert sorted(frame["transaction_id"]) == [1, 3, 4, 6]
+    assert sorted(b["reason"] for b in bad) == ["features: 1 values for the header's 3 names",
+                                                "features: an array without a header line naming them"]
+    assert sorted(read_day(tmp_path, day)["transaction_id"]) == [1, 3, 4, 6]
 
 
 def test_bad_and_repeated_log_lines_are_set_aside_not_fatal(tmp_path):
