@@ -21,7 +21,7 @@ import numpy as np
 
 from vigil import registry
 from vigil.config import Paths
-from vigil.feature_repo import CardsLocked, IntradayBusy, IntradayStore, OnlineReader, open_store
+from vigil.feature_repo import CardsLocked, IntradayBusy, IntradayStore, OnlineReader, SnapshotCache, open_store, snapshot_marker
 from vigil.features import (FEATURE_VIEWS, INTRADAY_FEATURES, MODEL_FEATURES, REQUEST_FEATURES, fresh_mask,
                             intraday_batch, request_features)
 from vigil.model import FraudModel
@@ -112,7 +112,8 @@ class Rollout:
 
 class Scorer:
     def __init__(self, paths: Paths, store=None, log_predictions: bool = True, poll_seconds: float = 2.0,
-                 store_timeout_s: float = 0.25, store_budget_s: float = 0.25, store_cooldown_s: float = 2.0):
+                 store_timeout_s: float = 0.25, store_budget_s: float = 0.25, store_cooldown_s: float = 2.0,
+                 feature_cache: int = 200_000):
         self.paths = paths
         self.store = store or open_store(paths)
         self.store_budget_s, self.clock = store_budget_s, time.monotonic
@@ -121,6 +122,9 @@ class Scorer:
         self.reader = OnlineReader(self.store)
         self._bound_redis(store_timeout_s)
         self.intraday = IntradayStore(self.store, self.reader)
+        marker = snapshot_marker(self.store) if feature_cache and self.local_store else None
+        if marker is not None:  # the snapshot rows in memory until a write replaces the marker (SnapshotCache)
+            self.reader.cache = SnapshotCache(marker, feature_cache)
         # IntradayStore.exclusive serialises read-add-writes across threads too (each thread its own
         # SQLite connection; Redis lock keys per card), except on Feast's one shared SQLite connection
         self._intraday_lock = threading.Lock() if self.intraday.shares_connection else None

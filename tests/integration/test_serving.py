@@ -455,3 +455,46 @@ def test_slow_headers_are_cut_off_and_keep_alive_still_works(pipeline_home):
             time.sleep(1)  # idle on the kept-alive connection, inside the keep-alive and header windows
             second = c.post("/score", json={**body, "transaction_id": body["transaction_id"] + 7 * 10**12})
             assert first.status_code == second.status_code == 200
+
+
+def test_a_worker_keeps_snapshot_rows_until_a_write_replaces_the_marker(server, pipeline_home):
+    """The endpoint's snapshot cache (vigil.feature_repo.SnapshotCache), through the real server:
+    a row changed in the online store behind Vigil's back is not seen (the worker serves the row
+    it holds), and once the writer replaces the marker, as write_online and materialize do after
+    they commit, the next request sees the new value."""
+    from vigil.feature_repo import OnlineReader, open_store, snapshots_changed
+    from vigil.features import FEATURE_VIEWS
+
+    paths = pipeline_home["paths"]
+    view = FEATURE_VIEWS[0]
+    body = replay_bodies(pipeline_home, 1)[0]
+    day = pd.Timestamp(body["tx_datetime"]).date()
+    store = open_store(paths)
+    original = OnlineReader(store).read(view.name, [body["customer_id"]])[0]
+    feature = "customer_avg_amount_30d"
+
+    def served(tx_id: int) -> float:
+        r = httpx.post(f"{server}/score", json={**body, "transaction_id": tx_id}, headers=AUTH, timeout=10)
+        assert r.status_code == 200, r.text
+        logged = prediction_log.read_day(paths.predictions, day).set_index("transaction_id")
+        return float(logged.loc[tx_id, feature])
+
+    def write(values: dict) -> None:
+        row = pd.DataFrame([{view.key: body["customer_id"], **values}])
+        row["event_timestamp"] = pd.Timestamp(values[view.asof], unit="s", tz="UTC")
+        store.write_to_online_store(view.name, row, allow_registry_cache=True)
+
+    base = 8_100_000_000
+    first = served(base + 1)
+    assert first == pytest.approx(original[feature])
+    hits = httpx.post(f"{server}/model_info", json={}, headers=AUTH).json()["feature_cache"]["hits"]
+    try:
+        write({**original, feature: 4321.5})
+        assert served(base + 2) == pytest.approx(first)  # the worker's copy: no marker change yet
+        assert httpx.post(f"{server}/model_info", json={}, headers=AUTH).json()["feature_cache"]["hits"] > hits
+        snapshots_changed(store)
+        assert served(base + 3) == 4321.5
+    finally:
+        write(original)
+        snapshots_changed(store)
+    assert served(base + 4) == pytest.approx(original[feature])

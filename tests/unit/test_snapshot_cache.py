@@ -1,0 +1,84 @@
+"""The endpoint's in-memory copy of the snapshot rows (vigil.feature_repo.SnapshotCache): what it
+holds, when it lets go, and that a reader racing a writer cannot put old values back."""
+
+import numpy as np
+
+from vigil.feature_repo import SnapshotCache
+
+KEY = ("customer_spending", ("a", "b"))
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def changed(marker):
+    tmp = marker.with_name("tmp")
+    tmp.write_text("x")
+    tmp.replace(marker)  # a new inode, as feature_repo.snapshots_changed
+
+
+def read(cache, ids, store):
+    """What OnlineReader.read_matrix does with a cache: fill, read the rest from ``store``, keep them."""
+    stamp = cache.stamp()
+    out = np.full((len(ids), 2), np.nan)
+    missing = cache.fill(KEY, ids, out)
+    for k in missing:
+        out[k] = store.get(ids[k], (np.nan, np.nan))
+    cache.put(KEY, [ids[k] for k in missing], out[missing], stamp)
+    return out, missing
+
+
+def test_rows_are_kept_and_dropped_when_the_marker_changes(tmp_path):
+    marker = tmp_path / "online.db.snapshots"
+    changed(marker)
+    store = {1: (1.0, 2.0), 2: (3.0, 4.0)}
+    cache = SnapshotCache(marker, clock=Clock())
+    out, missing = read(cache, [1, 2, 3], store)
+    assert missing == [0, 1, 2] and out[0].tolist() == [1.0, 2.0] and np.isnan(out[2]).all()
+    store[1] = (9.0, 9.0)  # the store changed, the marker did not: the cached row is served
+    out, missing = read(cache, [2, 1, 3], store)
+    assert missing == [] and out[1].tolist() == [1.0, 2.0] and np.isnan(out[2]).all()  # an unknown entity is kept too
+    assert read(cache, [1], store)[0][0].tolist() == [1.0, 2.0]  # the one-row path
+    changed(marker)  # a writer committed, then replaced the marker
+    out, missing = read(cache, [1], store)
+    assert missing == [0] and out[0].tolist() == [9.0, 9.0]
+    assert (cache.hits, cache.misses) == (4, 4)
+
+
+def test_a_read_from_before_a_change_is_not_stored_after_it(tmp_path):
+    marker = tmp_path / "m"
+    changed(marker)
+    cache = SnapshotCache(marker, clock=Clock())
+    old_stamp = cache.stamp()  # reader A observes the marker, then reads the old value...
+    changed(marker)
+    cache.stamp()  # ...reader B sees the change (the cache is dropped)...
+    cache.put(KEY, [1], np.array([[1.0, 1.0]]), old_stamp)  # ...and A's old value arrives late
+    out = np.full((1, 2), np.nan)
+    assert cache.fill(KEY, [1], out) == [0]  # not kept
+
+
+def test_age_and_size_bound_the_cache(tmp_path):
+    clock, marker = Clock(), tmp_path / "absent"  # no marker yet (no write so far): cached all the same
+    cache = SnapshotCache(marker, max_entries=100, max_age_s=60, clock=clock)
+    read(cache, list(range(80)), {})
+    assert read(cache, list(range(80)), {})[1] == []
+    read(cache, list(range(80, 130)), {})  # 130 > 100: dropped, then these 50 kept
+    assert cache._size == 50 and read(cache, [0], {})[1] == [0]
+    clock.t = 61  # a write by a tool that does not replace the marker is seen within max_age_s
+    assert read(cache, [100], {})[1] == [0]
+    assert cache.dropped == 2  # the size, then the age
+
+
+def test_many_rows_grow_the_table_and_come_back_in_order(tmp_path):
+    cache = SnapshotCache(tmp_path / "m", clock=Clock())
+    store = {i: (float(i), -float(i)) for i in range(5000)}
+    ids = list(range(0, 5000, 2))
+    read(cache, ids, store)
+    out, missing = read(cache, list(range(5000)), store)  # half cached, half read now
+    assert len(missing) == 2500
+    assert out[:, 0].tolist() == [float(i) for i in range(5000)] and out[:, 1].tolist() == [-float(i) for i in range(5000)]
