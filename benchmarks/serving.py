@@ -245,14 +245,14 @@ def highest_sustained(servers: list[Server], bodies_file: Path, key: str, step_s
 
 
 # -- in process ---------------------------------------------------------------------------------
-def in_process(paths, reqs: list[dict], n: int = 2000) -> dict:
+def in_process(paths, reqs: list[dict], n: int = 2000, feature_cache: int = 200_000) -> dict:
     """Scorer.score per request with each part timed apart, on the handler's own code: the online
     reads (two views), the intraday step (read, add, write), the rest of ``assemble`` (request
     features, freshness), ``model.predict``, the prediction-log append, and what is left (policy,
     reasons, response)."""
     from vigil.scoring import Scorer
 
-    scorer = Scorer(paths)  # with the prediction log, as the endpoint
+    scorer = Scorer(paths, feature_cache=feature_cache)  # with the prediction log, as the endpoint
     t: dict[str, list[float]] = {k: [] for k in ("online_read", "intraday_step", "assemble", "model", "log", "score")}
     cur: dict[str, float] = {}
 
@@ -738,6 +738,9 @@ def run_main(a, py_spy):
     res["in_handler"] = in_process(paths, reqs)
     res["in_handler"]["intraday_list_length_at_end"] = INTRADAY[0].lengths()
     log(f"in handler: {res['in_handler']['score']}")
+    INTRADAY[0].reset()  # the same without the snapshot cache (VIGIL_SERVING_FEATURE_CACHE=0): every read from SQLite
+    res["in_handler_feature_cache_off"] = in_process(paths, reqs, feature_cache=0)
+    log(f"in handler, feature cache off: {res['in_handler_feature_cache_off']['score']}")
     from vigil import registry
     from vigil.model import BOOSTER_FILE
 
@@ -807,12 +810,12 @@ def run_main(a, py_spy):
     write_result("serving", res)
 
 
-def batch_in_process(paths, reqs: list[dict], size: int = 10_000, reps: int = 3) -> dict:
+def batch_in_process(paths, reqs: list[dict], size: int = 10_000, reps: int = 3, feature_cache: int = 200_000) -> dict:
     """``Scorer.score`` on ``size``-row batches with its parts timed apart (as ``in_process``),
     beside ``model.predict`` alone on the same rows: the floor no handler gets under."""
     from vigil.scoring import Scorer
 
-    scorer = Scorer(paths)
+    scorer = Scorer(paths, feature_cache=feature_cache)  # the cache holds the rows from the first call on
     gc.freeze()  # as the service does once its scorer is loaded (serving/service.py)
     parts: dict[str, list[float]] = {}
     cur: dict[str, float] = {}
@@ -873,10 +876,15 @@ def run_batch(a):
     res["in_process_10k"] = batch_in_process(paths, reqs)
     log(f"in process {res['in_process_10k']}")
     w, t, h = DEFAULT
-    with serve([("vigil", h, config_env(env, w, t), "vigil")], home) as servers:
+    res["in_process_10k_feature_cache_off"] = batch_in_process(paths, reqs, feature_cache=0)
+    log(f"in process, feature cache off {res['in_process_10k_feature_cache_off']}")
+    with serve([("vigil", h, config_env(env, w, t), "vigil"),
+                ("vigil", h, config_env(env, w, t, {"VIGIL_SERVING_FEATURE_CACHE": "0"}), "vigil-cache-off")], home) as servers:
         res["http_lists_emptied"] = batch_rows_per_s(servers[0], key, bodies)
         res["http_lists_full"] = batch_rows_per_s(servers[0], key, bodies, full_lists=True)
-    log(f"http {res['http_lists_emptied']['10000']} / full lists {res['http_lists_full']['10000']}")
+        res["http_lists_emptied_feature_cache_off"] = batch_rows_per_s(servers[1], key, bodies)
+    log(f"http {res['http_lists_emptied']['10000']} / full lists {res['http_lists_full']['10000']} / "
+        f"cache off {res['http_lists_emptied_feature_cache_off']['10000']}")
     w, t, h = RECOMMENDED
     with serve([("vigil", h, config_env(env, w, t), "vigil-recommended")], home) as servers:
         res["http_two_clients_recommended"] = {"setting": dict(zip(("workers", "threads", "handler"), RECOMMENDED)),

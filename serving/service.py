@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from serving import header_timeout
 from serving.bulk_metrics import count_many, observe_many
-from serving.guard import CLIENT_GONE, Guard
+from serving.guard import CLIENT_GONE, VALIDATED_BATCH, Guard
 from serving.schema import Amount, Id, Score, Timestamp, Transaction, set_window
 from vigil import config
 from vigil.scoring import IntradayBusy, ModelUnavailable, Scorer, TooLate
@@ -151,6 +151,7 @@ class FraudScorer:
     @bentoml.api
     async def score_batch(self, transactions: list[Transaction]) -> list[Score]:
         """Score many transactions in one call (one Feast read, one model call)."""
+        transactions = VALIDATED_BATCH.get() or transactions  # the guard validated them (the same model)
         if not transactions:
             return rendered([])
         return rendered(await self._off_loop([t.__dict__ for t in transactions]))

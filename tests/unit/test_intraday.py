@@ -121,30 +121,35 @@ def reference_batch(states, rows):
 
 
 def stored_list(card_spec):
-    day, n, offset = card_spec
+    """A card's stored list: its transactions spread over the day in no order, or (``ordered``)
+    one a minute from midnight in (time, id) order, as a day's arrivals leave it."""
+    day, n, offset, ordered = card_spec
     if day is None:
         return None
     ids = list(range(1_000 + offset, 1_000 + offset + n))
+    start = DAY + day * 86_400
     return {"intraday_day": DAY // 86_400 + day, "intraday_tx_ids": ids,
-            "intraday_epochs": [DAY + day * 86_400 + (i * 7919) % 86_400 for i in ids],
-            "intraday_amounts": [float(i % 97) + 0.5 for i in ids]}
+            "intraday_epochs": [start + (k * 60 if ordered else (i * 7919) % 86_400) for k, i in enumerate(ids)],
+            "intraday_amounts": [(i % 97) / 7 + 0.01 for i in ids]}  # sums that depend on their order
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.dictionaries(st.integers(0, 4), st.tuples(st.one_of(st.none(), st.integers(-1, 1)),
                                                       st.sampled_from([0, 1, 3, INTRADAY_MAX_TX - 1, INTRADAY_MAX_TX,
                                                                        INTRADAY_MAX_TX + 3]),
-                                                      st.integers(0, 5))),
+                                                      st.integers(0, 5), st.booleans())),
        st.lists(st.tuples(st.integers(990, 1_300), st.integers(0, 4), st.integers(-1, 2), st.integers(0, 86_399),
                           st.integers(1, 500)), max_size=60))
-@example({0: (0, INTRADAY_MAX_TX, 0), 1: (0, INTRADAY_MAX_TX - 1, 0)},  # full and nearly full lists overflow
+@example({0: (0, INTRADAY_MAX_TX, 0, False), 1: (0, INTRADAY_MAX_TX - 1, 0, False)},  # full and nearly full lists overflow
          [(2_000 + i, i % 2, 0, 80_000 + i, 5) for i in range(6)] + [(1_003, 0, 0, 10, 5)])
+@example({0: (0, INTRADAY_MAX_TX, 0, True), 1: (0, INTRADAY_MAX_TX - 1, 0, True)},  # in order: the running totals
+         [(2_000 + i, i % 2, 0, 80_000 + i, 3 + i) for i in range(8)] + [(1_003, 0, 0, 10, 5), (2_050, 0, 0, 80_000, 400)])
 def test_the_batch_form_is_the_row_by_row_rule(cards, specs):
     """:func:`intraday_batch` (the endpoint's) gives the values and changed lists of
     ``intraday_values`` then ``intraday_add`` row by row: retries of stored and of earlier rows'
     ids, late rows of an earlier day, a new day, lists at, under and over the cap."""
     states = {c: stored_list(spec) for c, spec in cards.items()}
-    rows = [(tx, card, DAY + day * 86_400 + sec, float(amt)) for tx, card, day, sec, amt in specs]
+    rows = [(tx, card, DAY + day * 86_400 + sec, amt / 3) for tx, card, day, sec, amt in specs]
     want, want_changed = reference_batch(states, rows)
     before = {c: None if s is None else {k: list(v) if isinstance(v, list) else v for k, v in s.items()}
               for c, s in states.items()}

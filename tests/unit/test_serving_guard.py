@@ -87,7 +87,7 @@ def test_a_thousand_bad_items_give_a_short_answer():
 
 def test_guard_counts_a_batch_and_refuses_one_over_the_limit():
     g = Guard(app=None, settings=Settings.from_env({"VIGIL_SERVING_MAX_BATCH": "3"}), metrics=False)
-    assert g.validate("/score_batch", json.dumps({"transactions": [GOOD] * 3}).encode()) == 3
+    assert len(g.validate("/score_batch", json.dumps({"transactions": [GOOD] * 3}).encode()).transactions) == 3
     with pytest.raises(Refused) as exc:
         g.validate("/score_batch", json.dumps({"transactions": [GOOD] * 4}).encode())
     assert exc.value.status == 413 and "VIGIL_SERVING_MAX_BATCH" in exc.value.detail
