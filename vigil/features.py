@@ -27,7 +27,9 @@ Semantics (the README's feature section says the same):
 from __future__ import annotations
 
 import operator
-
+import struct
+import sys
+from array import array
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -70,8 +72,9 @@ FEATURE_VIEWS = (
     FeatureViewSpec("terminal_risk", "terminal", "terminal_id", "terminal", tuple(TERMINAL_FEATURES), TERMINAL_ASOF),
 )
 INTRADAY_STATE = ("intraday_day", "intraday_tx_ids", "intraday_epochs", "intraday_amounts")
+INTRADAY_LIST = "intraday_list"  # the online store's one value per card: its list, packed (pack_intraday)
 INTRADAY_VIEW = FeatureViewSpec("customer_intraday", "customer", "customer_id", "customer_intraday",
-                                INTRADAY_STATE, "intraday_last_epoch")
+                                (INTRADAY_LIST,), "intraday_last_epoch")
 INTRADAY_FEATURES = ["customer_nb_tx_today", "customer_amount_today", "customer_max_amount_today",
                      "seconds_since_prev_tx_today"]
 INTRADAY_MAX_TX = 256  # a card's list keeps its latest 256 transactions of the day: bounded per key
@@ -106,6 +109,42 @@ def request_features(epoch_seconds: np.ndarray, tx_amount: np.ndarray, customer_
         zscore = np.where(std > MIN_STD, (amount - avg) / std, np.nan)
     return np.column_stack([amount, (weekday >= 5).astype(np.float64), (hour < NIGHT_END_HOUR).astype(np.float64),
                             hour.astype(np.float64), ratio, zscore])
+
+
+_PACKED = struct.Struct("<Bq")  # format version, day; then the ids, the epochs (int64) and the amounts (float64)
+PACKED_VERSION = 1
+
+
+def pack_intraday(state: dict) -> bytes:
+    """A card's list as the one value the online store keeps for it: a version byte, the day, then
+    its ids, epochs and amounts as little-endian arrays. One row a card instead of five (the
+    list's day, three lists and its latest time, each a Feast protobuf value): a 10,000-row
+    batch's intraday write took 0.09 s of its 0.38 (benchmarks/README.md)."""
+    cols = (array("q", state["intraday_tx_ids"]), array("q", state["intraday_epochs"]), array("d", state["intraday_amounts"]))
+    if not len(cols[0]) == len(cols[1]) == len(cols[2]):
+        raise ValueError(f"intraday list of {len(cols[0])} ids, {len(cols[1])} epochs and {len(cols[2])} amounts")
+    if sys.byteorder != "little":
+        for c in cols:
+            c.byteswap()
+    return _PACKED.pack(PACKED_VERSION, int(state["intraday_day"])) + b"".join(c.tobytes() for c in cols)
+
+
+def unpack_intraday(blob: bytes) -> dict:
+    """:func:`pack_intraday`'s value back as a list state; a ValueError that says why otherwise."""
+    size = len(blob) - _PACKED.size
+    if size < 0 or size % 24 or blob[0] != PACKED_VERSION:
+        raise ValueError(f"not a packed intraday list of version {PACKED_VERSION} "
+                         f"({len(blob)} bytes, version byte {blob[0] if blob else None})")
+    n = size // 24
+    _, day = _PACKED.unpack_from(blob)
+    cols = []
+    for kind, at in (("q", 0), ("q", 8 * n), ("d", 16 * n)):
+        c = array(kind)
+        c.frombytes(blob[_PACKED.size + at:_PACKED.size + at + 8 * n])
+        if sys.byteorder != "little":
+            c.byteswap()
+        cols.append(c.tolist())
+    return {"intraday_day": day, "intraday_tx_ids": cols[0], "intraday_epochs": cols[1], "intraday_amounts": cols[2]}
 
 
 def intraday_values(tx_ids: np.ndarray, epochs: np.ndarray, amounts: np.ndarray, tx_id: int, epoch: int) -> list[float]:
@@ -296,7 +335,9 @@ def intraday_day_state(tx: pd.DataFrame) -> pd.DataFrame:
     last = out["intraday_epochs"].map(max).astype("int64")
     out[INTRADAY_VIEW.asof] = last
     out["event_timestamp"] = pd.to_datetime(last, unit="s", utc=True).astype("datetime64[us, UTC]")
-    return out[["customer_id", *INTRADAY_STATE, INTRADAY_VIEW.asof, "event_timestamp"]]
+    out[INTRADAY_LIST] = [pack_intraday(dict(zip(INTRADAY_STATE, r)))
+                          for r in zip(*(out[k].tolist() for k in INTRADAY_STATE))]  # what the view holds online
+    return out[["customer_id", *INTRADAY_STATE, INTRADAY_LIST, INTRADAY_VIEW.asof, "event_timestamp"]]
 
 
 def epoch_seconds(ts: pd.Series) -> np.ndarray:

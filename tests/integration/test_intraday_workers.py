@@ -142,3 +142,61 @@ def test_busy_at_once_redis(production_home):
             client.delete(key)
 
     held_elsewhere_is_busy_at_once(production_home["paths"].root, production_home["env"], hold)
+
+
+def write_old_layout(intraday, card: int, state: dict) -> None:
+    """A card's list as Vigil wrote it before the lists were packed: five Feast values a card."""
+    from datetime import datetime, timezone
+
+    from feast.infra.online_stores.helpers import _mmh3, _redis_key
+    from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List, Value
+
+    values = {"intraday_day": Value(int64_val=state["intraday_day"]),
+              "intraday_tx_ids": Value(int64_list_val=Int64List(val=state["intraday_tx_ids"])),
+              "intraday_epochs": Value(int64_list_val=Int64List(val=state["intraday_epochs"])),
+              "intraday_amounts": Value(double_list_val=DoubleList(val=state["intraday_amounts"])),
+              "intraday_last_epoch": Value(int64_val=max(state["intraday_epochs"]))}
+    cfg, reader = intraday.config, intraday.reader
+    if intraday._sqlite():
+        key = reader.entity_keys("customer_intraday", [card])[0]
+        naive = datetime.now(timezone.utc).replace(tzinfo=None)
+        with reader.sqlite_conn() as conn:
+            conn.executemany(f"INSERT OR REPLACE INTO {reader.sqlite_table('customer_intraday')} "
+                             "(entity_key, feature_name, value, value_text, event_ts, created_ts) VALUES (?, ?, ?, ?, ?, ?)",
+                             [(key, f, v.SerializeToString(), None, naive, None) for f, v in values.items()])
+    else:
+        client = reader.online_store._get_client(cfg.online_store)
+        ek = reader._key(join_keys=["customer_id"], entity_values=[reader._value(int64_val=card)])
+        client.hset(_redis_key(cfg.project, ek, entity_key_serialization_version=cfg.entity_key_serialization_version),
+                    mapping={_mmh3(f"customer_intraday:{f}"): v.SerializeToString() for f, v in values.items()})
+
+
+def upgraded_lists_are_kept(root, env) -> None:
+    """An online store written before the lists were packed (five values a card): the migration
+    (run by ``apply``) moves each card's list to the packed value and deletes the old values, a
+    card that already has a packed list keeps it, and a second run moves nothing."""
+    from vigil import config
+    from vigil.feature_repo import IntradayStore, migrate_intraday, open_store
+
+    old = {"intraday_day": EPOCH // 86_400, "intraday_tx_ids": [7, 9], "intraday_epochs": [EPOCH + 5, EPOCH + 60],
+           "intraday_amounts": [12.34, 0.1]}
+    newer = {**old, "intraday_tx_ids": [11], "intraday_epochs": [EPOCH + 90], "intraday_amounts": [5.0]}
+    with env_set(env):
+        store = open_store(config.paths(root))
+        intraday = IntradayStore(store)
+        write_old_layout(intraday, CARD + 2, old)
+        write_old_layout(intraday, CARD + 3, old)
+        intraday.write({CARD + 3: newer})  # packed already (an endpoint of this version wrote it)
+        assert intraday.read([CARD + 2]) == [None]  # not readable in the old layout
+        assert migrate_intraday(store) >= 1
+        assert intraday.read([CARD + 2, CARD + 3]) == [old, newer]
+        assert migrate_intraday(store) == 0
+
+
+def test_upgraded_lists_are_kept_sqlite(pipeline_home):
+    root = pipeline_home["paths"].root
+    upgraded_lists_are_kept(root, {"VIGIL_HOME": str(root), "VIGIL_PROFILE": "local"})
+
+
+def test_upgraded_lists_are_kept_redis(production_home):
+    upgraded_lists_are_kept(production_home["paths"].root, production_home["env"])

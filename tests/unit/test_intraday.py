@@ -158,3 +158,71 @@ def test_the_batch_form_is_the_row_by_row_rule(cards, specs):
     np.testing.assert_array_equal(got.reshape(-1, 4), want.reshape(-1, 4))
     assert changed == want_changed
     assert states == before  # the stored lists it was given are not modified
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**40), st.lists(st.tuples(st.integers(0, 2**63 - 1), st.integers(0, 2**40),
+                                                  st.floats(0.01, 1e6, allow_nan=False)), max_size=INTRADAY_MAX_TX))
+def test_a_packed_list_comes_back_as_it_was(day, rows):
+    """The online store's one value per card (pack_intraday) holds the list exactly: ids, epochs
+    and amounts bit for bit, in order."""
+    from vigil.features import pack_intraday, unpack_intraday
+
+    state = {"intraday_day": day, "intraday_tx_ids": [r[0] for r in rows], "intraday_epochs": [r[1] for r in rows],
+             "intraday_amounts": [r[2] for r in rows]}
+    blob = pack_intraday(state)
+    assert len(blob) == 9 + 24 * len(rows) and unpack_intraday(blob) == state
+
+
+def test_a_value_that_is_not_a_packed_list_is_refused_with_why():
+    import pytest
+
+    from vigil.features import pack_intraday, unpack_intraday
+
+    good = pack_intraday({"intraday_day": 1, "intraday_tx_ids": [1], "intraday_epochs": [2], "intraday_amounts": [3.0]})
+    for bad in (b"", good[:-1], b"\x02" + good[1:]):
+        with pytest.raises(ValueError, match="not a packed intraday list"):
+            unpack_intraday(bad)
+    with pytest.raises(ValueError, match="1 ids, 2 epochs"):
+        pack_intraday({"intraday_day": 1, "intraday_tx_ids": [1], "intraday_epochs": [2, 3], "intraday_amounts": [3.0]})
+
+
+def test_a_batch_takes_its_cards_lists_a_chunk_at_a_time_with_the_same_result(monkeypatch):
+    """Scorer.intraday_step holds the lists of at most INTRADAY_CHUNK cards at once (a /score for
+    another card waits for a chunk, not the batch) and gives what one chunk gives: each card's
+    rows in one chunk, in order."""
+    import contextlib
+
+    from vigil import scoring
+
+    class Lists:  # the online store's lists, in memory
+        def __init__(self):
+            self.data, self.held = {}, []
+
+        @contextlib.contextmanager
+        def exclusive(self, ids, wait=True):
+            self.held.append(list(ids))
+            yield
+
+        def read(self, ids):
+            return [self.data.get(i) for i in ids]
+
+        def write(self, states):
+            self.data.update(states)
+
+    def run(chunk):
+        monkeypatch.setattr(scoring, "INTRADAY_CHUNK", chunk)
+        s = scoring.Scorer.__new__(scoring.Scorer)
+        s.intraday, s._intraday_lock = Lists(), None
+        rng = np.random.default_rng(7)
+        cards = rng.integers(0, 40, 500).tolist()
+        reqs = [{"customer_id": c, "transaction_id": 10_000 + i} for i, c in enumerate(cards)]
+        epoch = np.array(sorted(rng.integers(DAY, DAY + 86_400, 500)), dtype=np.int64)
+        out = s.intraday_step(reqs, epoch, rng.uniform(1, 100, 500).round(2))
+        return out, s.intraday.data, s.intraday.held
+
+    whole, lists, held = run(10_000)
+    chunked, chunked_lists, chunked_held = run(7)
+    assert len(held) == 1 and len(chunked_held) == 6 and max(map(len, chunked_held)) == 7
+    np.testing.assert_array_equal(chunked, whole)
+    assert chunked_lists == lists
