@@ -157,7 +157,7 @@ class SnapshotCache:
     compared under the lock), so a reader racing a writer cannot put old values back."""
 
     def __init__(self, marker: Path, max_entries: int = 200_000, max_age_s: float = 60.0, clock=time.monotonic):
-        self.marker, self.max_entries, self.max_age_s, self.clock = Path(marker), max_entries, max_age_s, clock
+        self.marker, self.max_entries, self.max_age_s, self.clock = str(marker), max_entries, max_age_s, clock
         self._tables: dict[tuple, list] = {}  # (view, names) -> [{id: slot}, rows array, rows used]
         self._size, self._stamp, self._since = 0, None, clock()
         self._lock = threading.Lock()
@@ -191,15 +191,15 @@ class SnapshotCache:
             self.misses += len(ids)
             return list(range(len(ids)))
         slot_of, rows = table[0], table[1]
-        slots = [slot_of.get(i, -1) for i in ids]
-        if len(ids) == 1:
-            if slots[0] < 0:
+        if len(ids) == 1:  # /score: no list, no numpy index
+            slot = slot_of.get(ids[0])
+            if slot is None:
                 self.misses += 1
                 return [0]
-            out[0] = rows[slots[0]]
+            out[0] = rows[slot]
             self.hits += 1
             return []
-        at = np.array(slots, dtype=np.int64)
+        at = np.array([slot_of.get(i, -1) for i in ids], dtype=np.int64)
         hit = at >= 0
         out[hit] = rows[at[hit]]
         missing = np.flatnonzero(~hit).tolist()
