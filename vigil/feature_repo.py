@@ -649,7 +649,8 @@ def migrate_intraday(store) -> int:
     """Move every card's list from the earlier layout (five values a card) to the packed one, in
     place, and delete the earlier values: the lists of the day an upgrade happens are kept. Safe
     to re-run (nothing left to move: 0). Returns the cards moved. An endpoint of the earlier
-    version still running writes the earlier layout until it is restarted."""
+    version still running writes the earlier layout until it is restarted; a run within a day of
+    the first moves those too. Redis: after that day, no scan (a key records when it started)."""
     reader = OnlineReader(store)
     moved: dict[bytes, dict] = {}
     kind = getattr(store.config.online_store, "type", "")
@@ -683,6 +684,12 @@ def migrate_intraday(store) -> int:
         from feast.infra.online_stores.helpers import _mmh3, _redis_key_prefix, compute_versioned_name
 
         client = reader.online_store._get_client(store.config.online_store)
+        # lists matter on their own day only: scanning the keyspace at every apply for longer than
+        # a day after the first move would cost a full SCAN a run for nothing
+        since = f"{store.config.project}:vigil_intraday_packed_since"
+        client.set(since, int(time.time()), nx=True)  # not SET NX GET: Redis 6 has no NX with GET
+        if time.time() - int(client.get(since) or time.time()) > 86_400:
+            return 0
         name = compute_versioned_name(reader.views[INTRADAY_VIEW.name], store.config.registry.enable_online_feature_view_versioning)
         fields = [_mmh3(f"{name}:{f}") for f in _OLD_INTRADAY]
         new_field = _mmh3(f"{name}:{INTRADAY_LIST}")

@@ -191,6 +191,17 @@ def upgraded_lists_are_kept(root, env) -> None:
         assert migrate_intraday(store) >= 1
         assert intraday.read([CARD + 2, CARD + 3]) == [old, newer]
         assert migrate_intraday(store) == 0
+        if not intraday._sqlite():  # Redis: a day after the first move, no scan at all
+            client = intraday.reader.online_store._get_client(intraday.config.online_store)
+            since = f"{intraday.config.project}:vigil_intraday_packed_since"
+            first = client.get(since)
+            client.set(since, int(first) - 86_401)
+            write_old_layout(intraday, CARD + 4, old)
+            try:
+                assert migrate_intraday(store) == 0 and intraday.read([CARD + 4]) == [None]
+            finally:
+                client.set(since, first)
+            assert migrate_intraday(store) == 1  # within the day: moved
 
 
 def test_upgraded_lists_are_kept_sqlite(pipeline_home):
