@@ -190,18 +190,21 @@ class SnapshotCache:
         if table is None:
             self.misses += len(ids)
             return list(range(len(ids)))
-        slot_of, rows = table[0], table[1]
+        # the slots first, then the rows array: put() grows the array (a new one, with a copy) before
+        # it publishes the new slots, so every slot seen here is in the array read after it (read
+        # before, an array replaced meanwhile would not hold a slot published since)
+        slot_of = table[0]
         if len(ids) == 1:  # /score: no list, no numpy index
             slot = slot_of.get(ids[0])
             if slot is None:
                 self.misses += 1
                 return [0]
-            out[0] = rows[slot]
+            out[0] = table[1][slot]
             self.hits += 1
             return []
         at = np.array([slot_of.get(i, -1) for i in ids], dtype=np.int64)
         hit = at >= 0
-        out[hit] = rows[at[hit]]
+        out[hit] = table[1][at[hit]]
         missing = np.flatnonzero(~hit).tolist()
         self.hits += len(ids) - len(missing)
         self.misses += len(missing)

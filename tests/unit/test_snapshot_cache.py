@@ -82,3 +82,31 @@ def test_many_rows_grow_the_table_and_come_back_in_order(tmp_path):
     out, missing = read(cache, list(range(5000)), store)  # half cached, half read now
     assert len(missing) == 2500
     assert out[:, 0].tolist() == [float(i) for i in range(5000)] and out[:, 1].tolist() == [-float(i) for i in range(5000)]
+
+
+
+def test_a_reader_never_indexes_an_array_replaced_while_it_looked_up(tmp_path):
+    """put() grows a table by replacing its array, then publishes the new slots. A reader whose
+    slot lookup meets that (here: the writer runs inside the lookup, as a thread switch would)
+    reads the id's own row: it takes the array after the slots, never an older, smaller one."""
+    cache = SnapshotCache(tmp_path / "m", clock=Clock())
+    stamp = cache.stamp()
+    first = list(range(1, 1001))
+    cache.put(KEY, first, np.array([[float(i), -float(i)] for i in first]), stamp)  # array of 1,024 rows, 1,000 used
+    table = cache._tables[KEY]
+    late = []  # ids the "other thread" publishes during the next lookup: the array is replaced to hold them
+
+    class Switching(dict):
+        def get(self, *a):
+            if late:
+                ids = late[:]
+                late.clear()
+                cache.put(KEY, ids, np.array([[float(i), -float(i)] for i in ids]), stamp)
+            return super().get(*a)
+
+    for ids, more in (([1010], range(1001, 3001)), ([5, 1020, 4999], range(3001, 7001))):  # /score, then a batch
+        late[:] = more
+        table[0] = Switching(table[0])
+        out = np.full((len(ids), 2), np.nan)
+        assert cache.fill(KEY, ids, out) == []
+        assert out[:, 0].tolist() == [float(i) for i in ids] and out[:, 1].tolist() == [-float(i) for i in ids]
