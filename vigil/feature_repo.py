@@ -159,30 +159,36 @@ class SnapshotCache:
     def __init__(self, marker: Path, max_entries: int = 200_000, max_age_s: float = 60.0, clock=time.monotonic):
         self.marker, self.max_entries, self.max_age_s, self.clock = str(marker), max_entries, max_age_s, clock
         self._tables: dict[tuple, list] = {}  # (view, names) -> [{id: slot}, rows array, rows used]
-        self._size, self._stamp, self._since = 0, None, clock()
+        self._size, self._stamp, self._since, self._generation = 0, None, clock(), 0
         self._lock = threading.Lock()
         self.hits = self.misses = self.dropped = 0
 
-    def stamp(self):
-        """The marker's identity now, observed before a read of the store; drops the cache when
-        it changed or the cache is older than ``max_age_s``."""
+    def _seen(self):
         try:
             st = os.stat(self.marker)
-            seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+            return st.st_ino, st.st_mtime_ns, st.st_size
         except FileNotFoundError:
-            seen = None
-        now = self.clock()
+            return None
+
+    def stamp(self):
+        """The marker's identity and the cache's generation now, observed before a read of the
+        store (what :meth:`put` is given back); drops the cache when the marker changed or the
+        cache is older than ``max_age_s``."""
+        seen, now = self._seen(), self.clock()
         if seen != self._stamp or now - self._since > self.max_age_s:
             with self._lock:
+                seen = self._seen()  # again, under the lock: a thread that looked before a writer
+                # replaced the marker must not put the older identity back after another recorded the new
                 if seen != self._stamp or now - self._since > self.max_age_s:
                     self._clear()
                     self._stamp, self._since = seen, now
-        return seen
+        return seen, self._generation
 
     def _clear(self) -> None:  # under self._lock
         self._tables.clear()
         self._size = 0
         self.dropped += 1
+        self._generation += 1  # a row read before this clear (by age or by marker) is not put after it
 
     def fill(self, key: tuple, ids: list[int], out: np.ndarray) -> list[int]:
         """Copy the cached rows of ``ids`` into ``out``; the positions of those it does not hold."""
@@ -213,7 +219,7 @@ class SnapshotCache:
     def put(self, key: tuple, ids: list[int], values: np.ndarray, stamp) -> None:
         """Keep ``values`` (one row per id) read under ``stamp``; nothing if the marker moved since."""
         with self._lock:
-            if stamp != self._stamp or not len(ids):
+            if stamp != (self._stamp, self._generation) or not len(ids):
                 return
             if self._size + len(ids) > self.max_entries:
                 self._clear()

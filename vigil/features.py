@@ -262,7 +262,8 @@ def intraday_batch(states: dict, cards: list[int], tx_ids: list[int], epochs: li
         if len(ids) == INTRADAY_MAX_TX + 1 and t[5] and t[4] < (epoch, tx_id):  # a full list in order: its first goes
             gone, top = ids[0], amts[0]
             del ids[0], eps[0], amts[0]
-            w[4].discard(gone)
+            if gone not in ids:  # a stored list holding an id twice keeps the other
+                w[4].discard(gone)
             t[1] = _seq_sum(amts)
             t[2] = max(amount, t[2] if top < t[2] else max(amts))
             t[3], t[4] = max(t[3], epoch), (epoch, tx_id)

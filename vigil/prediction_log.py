@@ -49,6 +49,7 @@ class PredictionLog:
         self.header = to_json({HEADER: FORMAT, "features": list(features)}) + b"\n"
         self._files: OrderedDict[str, int] = OrderedDict()  # day -> fd, least recently used first
         self._headless: set[str] = set()  # opened by this process, header not written yet
+        self._torn: set[str] = set()  # its last write failed: a torn line may end the file (bounded: days written)
         self._dirty: set[str] = set()
         self._lock = threading.Lock()  # one writer at a time: the lines of a call are one write(2)
         self._stop = threading.Event()
@@ -70,11 +71,21 @@ class PredictionLog:
             for day, lines in by_day.items():
                 fd = self._fd(day)
                 if day in self._headless:  # the header and the first lines in one write(2): never one without the other
-                    lines.insert(0, self.header)
-                    self._headless.discard(day)
+                    # after a line torn by a failed write, the header starts a line of its own
+                    lines.insert(0, (b"\n" if day in self._torn else b"") + self.header)
                 data = b"".join(lines)
-                while data:  # a short write (a full disk, a signal) must not tear a line
-                    data = data[os.write(fd, data):]
+                try:
+                    while data:  # a short write (a full disk, a signal) must not tear a line
+                        data = data[os.write(fd, data):]
+                except OSError:  # closed: the next call opens the file again and writes the header first
+                    self._files.pop(day, None)
+                    self._dirty.discard(day)
+                    self._headless.discard(day)
+                    self._torn.add(day)
+                    os.close(fd)
+                    raise
+                self._headless.discard(day)
+                self._torn.discard(day)
                 self._dirty.add(day)
 
     def close(self) -> None:
@@ -128,6 +139,8 @@ def read_lines(path: Path):
     names = None
     with open(path, "rb") as fh:
         for n, line in enumerate(fh, 1):
+            if not line.strip():  # the newline a header starts with after a torn line
+                continue
             try:
                 rec = json.loads(line)
             except ValueError:

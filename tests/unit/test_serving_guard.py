@@ -281,3 +281,30 @@ def test_retention_deletes_only_old_days_already_kept_elsewhere(tmp_path):
     gone = prune(tmp_path, date(2025, 2, 1), kept=lambda d: d != date(2025, 1, 2))
     assert gone == [date(2025, 1, 1)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2025-01-02", "2025-03-01", "notaday"]
+
+
+def test_a_failed_log_write_leaves_no_line_without_its_header(tmp_path, monkeypatch):
+    """A write that fails part-way (a full disk) tears a line; the file is closed, and the next
+    call opens it again and writes the header first, on a line of its own: every later line is
+    read, none is quarantined for lack of a header (only the torn line is)."""
+    import vigil.prediction_log as pl
+
+    log = PredictionLog(tmp_path, features=["a"])
+    real = os.write
+    calls = [0]
+
+    def flaky(fd, data):
+        calls[0] += 1
+        if calls[0] == 1:  # the first write: half of it, then the disk is full
+            real(fd, data[:len(data) // 2])
+            raise OSError(28, "No space left on device")
+        return real(fd, data)
+
+    monkeypatch.setattr(pl.os, "write", flaky)
+    with pytest.raises(OSError):
+        log.append_many([{**_record(1, "2025-06-01"), "features": [1.0]}])
+    log.append_many([{**_record(2, "2025-06-01"), "features": [2.0]}])
+    log.close()
+    frame, bad, _ = read_day_checked(tmp_path, date(2025, 6, 1))
+    assert frame["transaction_id"].tolist() == [2] and frame["a"].tolist() == [2.0]
+    assert [b["reason"] for b in bad] == ["not JSON (torn or corrupt line)"]

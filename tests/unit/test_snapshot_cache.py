@@ -110,3 +110,23 @@ def test_a_reader_never_indexes_an_array_replaced_while_it_looked_up(tmp_path):
         out = np.full((len(ids), 2), np.nan)
         assert cache.fill(KEY, ids, out) == []
         assert out[:, 0].tolist() == [float(i) for i in ids] and out[:, 1].tolist() == [-float(i) for i in ids]
+
+
+def test_a_stale_look_at_the_marker_neither_clears_nor_rolls_it_back(tmp_path):
+    """A thread that looked at the marker before a writer replaced it, and takes the lock after
+    another thread recorded the new one, must not put the older identity back (puts read under
+    it would be accepted again); and a row read before the age limit's clear is not put after it."""
+    clock = Clock()
+    cache = SnapshotCache(tmp_path / "m", max_age_s=60, clock=clock)
+    changed(tmp_path / "m")
+    new = cache.stamp()  # the other thread recorded the new marker
+    looks = iter([("old",), new[0]])  # this thread's look outside the lock, then under it
+    cache._seen = lambda: next(looks)
+    dropped = cache.dropped
+    assert cache.stamp() == new and cache._stamp == new[0] and cache.dropped == dropped
+    del cache._seen
+    before = cache.stamp()
+    clock.t = 61
+    cache.stamp()  # the age limit: dropped
+    cache.put(KEY, [1], np.array([[1.0, 1.0]]), before)  # read before that clear, put after it
+    assert cache.fill(KEY, [1], np.full((1, 2), np.nan)) == [0]
