@@ -264,7 +264,7 @@ class Scorer:
             self.log.close()
 
     # -- features --------------------------------------------------------------------------
-    def assemble(self, requests: list[dict], wait: bool = True) -> tuple[np.ndarray, list[list[str]], bool]:
+    def assemble(self, requests: list[dict], wait: bool = True, check=None) -> tuple[np.ndarray, list[list[str]], bool]:
         """Feature matrix in ``MODEL_FEATURES`` order; stale or missing snapshots become NaN. When
         the online store cannot be read, every view is missing (NaN, the value the model was trained
         to see for "no snapshot") and the batch is ``degraded``: answered, flagged, never failed.
@@ -319,8 +319,8 @@ class Scorer:
             today = None
             if not degraded and in_budget("intraday step"):
                 try:
-                    today = self.intraday_step(requests, epoch, amount, wait)
-                except IntradayBusy:
+                    today = self.intraday_step(requests, epoch, amount, wait, check)
+                except (IntradayBusy, TooLate):
                     raise
                 except CardsLocked as exc:  # a few cards held by another worker: this request only, the store is well
                     self._log_once(f"online store intraday step: {exc}; scoring degraded, without its features")
@@ -345,7 +345,8 @@ class Scorer:
                         {"requests_degraded_so_far": self.counters["degraded"], "pid": os.getpid()})
         return x, stale, degraded
 
-    def intraday_step(self, requests: list[dict], epoch: np.ndarray, amount: np.ndarray, wait: bool = True) -> np.ndarray:
+    def intraday_step(self, requests: list[dict], epoch: np.ndarray, amount: np.ndarray, wait: bool = True,
+                      check=None) -> np.ndarray:
         """The intraday features of each request from its card's list of today's transactions in the
         online store, then the list with the request added, written back: the next request of the
         card sees this one. Requests of one card in one batch see each other in order.
@@ -354,7 +355,9 @@ class Scorer:
         (with the lists held for all of a 10,000-row batch, /score's p50 during back-to-back
         batches was 70 ms, benchmarks/README.md).
         ``wait=False`` (one chunk: the endpoint's single requests): :class:`IntradayBusy`, nothing
-        written, rather than wait for another thread or worker."""
+        written, rather than wait for another thread or worker. ``check`` runs before each chunk
+        after the first (:class:`TooLate` once the request's deadline has passed or its client has
+        gone: each chunk may wait up to INTRADAY_SQLITE_WAIT_S for the lists, and a batch has 40)."""
         cards = [int(r["customer_id"]) for r in requests]
         tx_ids, eps, amts = [int(r["transaction_id"]) for r in requests], epoch.tolist(), amount.tolist()
         unique = list(dict.fromkeys(cards))
@@ -366,6 +369,8 @@ class Scorer:
             rows[chunk_of[c]].append(i)
         out = np.empty((len(cards), len(INTRADAY_FEATURES)))
         for k, idx in enumerate(rows):
+            if k and check is not None:
+                check()
             out[idx] = self._intraday_chunk(unique[k * INTRADAY_CHUNK:(k + 1) * INTRADAY_CHUNK], [cards[i] for i in idx],
                                             [tx_ids[i] for i in idx], [eps[i] for i in idx], [amts[i] for i in idx], wait)
         return out
@@ -407,7 +412,7 @@ class Scorer:
         t0 = time.perf_counter()
         self._give_up_if_late(len(requests), deadline, gone)  # queued behind others while its client left
         requests = [{**r, "tx_datetime": utc_naive(r["tx_datetime"])} for r in requests]
-        x, stale, degraded = self.assemble(requests, wait)
+        x, stale, degraded = self.assemble(requests, wait, check=lambda: self._give_up_if_late(len(requests), deadline, gone))
         self._give_up_if_late(len(requests), deadline, gone)
         request_id = uuid.uuid4().hex
         t1 = time.perf_counter()

@@ -3,6 +3,7 @@ whatever the arrival order, with retries; hand-worked examples of the definition
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -226,3 +227,18 @@ def test_a_batch_takes_its_cards_lists_a_chunk_at_a_time_with_the_same_result(mo
     assert len(held) == 1 and len(chunked_held) == 6 and max(map(len, chunked_held)) == 7
     np.testing.assert_array_equal(chunked, whole)
     assert chunked_lists == lists
+
+    # past the request's deadline between chunks: TooLate, the chunks after it not taken
+    s = scoring.Scorer.__new__(scoring.Scorer)
+    s.intraday, s._intraday_lock = Lists(), None
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) == 2:
+            raise scoring.TooLate("past the request's deadline")
+
+    reqs = [{"customer_id": c, "transaction_id": 50_000 + c} for c in range(20)]
+    with pytest.raises(scoring.TooLate):
+        s.intraday_step(reqs, np.full(20, DAY + 60, dtype=np.int64), np.ones(20), check=check)
+    assert len(s.intraday.held) == 2 and len(s.intraday.data) == 14  # two chunks of 7 written, the third not taken

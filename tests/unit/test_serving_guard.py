@@ -234,7 +234,7 @@ def test_work_past_its_deadline_is_not_logged(tmp_path):
             self.deployed = type("D", (), {"model": type("M", (), {"predict": staticmethod(lambda x: np.zeros(len(x)))})(),
                                            "policy": DecisionPolicy(0.5, 0.9), "tag": "m"})()
 
-        def assemble(self, requests, wait=True):
+        def assemble(self, requests, wait=True, check=None):
             return np.zeros((len(requests), len(MODEL_FEATURES))), [[] for _ in requests], False
 
     s = Stub(tmp_path)

@@ -65,7 +65,7 @@ class Stub(Scorer):
         self.counters = {**{f"stale_{v.name}": 0 for v in FEATURE_VIEWS}, "degraded": 0, "store_skipped": 0}
         self._last_error, self.alerts, self.intraday_calls, self.busy, self.locked = "", [], 0, False, None
 
-    def intraday_step(self, requests, epoch, amount, wait=True):
+    def intraday_step(self, requests, epoch, amount, wait=True, check=None):
         self.intraday_calls += 1
         self.reader.clock.t += self.reader.delay_s
         if self.busy and not wait:
