@@ -358,10 +358,7 @@ class OnlineReader:
         else:  # the cached rows, the others read and kept (missing entities too: NaN rows)
             stamp, key = cache.stamp(), (view, names)
             missing = cache.fill(key, unique, out)
-            if len(missing) == len(unique):
-                self._matrix(view, unique, names, out)
-                cache.put(key, unique, out, stamp)
-            elif missing:
+            if missing:
                 sub, got = [unique[k] for k in missing], np.full((len(missing), len(names)), np.nan)
                 self._matrix(view, sub, names, got)
                 out[missing] = got
@@ -438,13 +435,17 @@ class OnlineReader:
             if not vals:
                 out.append(None)
                 continue
-            row = {}
-            for name, pv in vals.items():
-                which = pv.WhichOneof("val")
-                v = getattr(pv, which) if which else None
-                row[name] = list(v.val) if which and which.endswith("_list_val") else v
-            out.append(row)
+            out.append({name: _python_value(pv) for name, pv in vals.items()})
         return out
+
+
+def _python_value(pv):
+    """A Feast ``Value`` as plain Python: None when unset, a list for a list value."""
+    which = pv.WhichOneof("val")
+    if which is None:
+        return None
+    v = getattr(pv, which)
+    return list(v.val) if which.endswith("_list_val") else v
 
 
 # a card's list is locked by one worker's read-add-write at a time (Redis: a key per card)
@@ -647,8 +648,7 @@ def _old_state(values: dict) -> dict | None:
     for name, blob in values.items():
         v = Value()
         v.ParseFromString(blob)
-        which = v.WhichOneof("val")
-        got[name] = None if which is None else list(getattr(v, which).val) if which.endswith("_list_val") else getattr(v, which)
+        got[name] = _python_value(v)
     if got.get("intraday_day") is None:
         return None
     return {"intraday_day": int(got["intraday_day"]), **{k: got.get(k) or [] for k in INTRADAY_STATE[1:]}}
