@@ -270,7 +270,8 @@ def in_process(paths, reqs: list[dict], n: int = 2000, feature_cache: int = 200_
     scorer.intraday_step = timed("intraday_step", scorer.intraday_step)
     scorer.assemble = timed("assemble", scorer.assemble)
     model = scorer.deployed.model
-    model.predict = timed("model", model.predict)
+    deployed_predict = scorer.deployed.predict
+    object.__setattr__(scorer.deployed, "predict", timed("model", deployed_predict))  # Deployed is frozen
     scorer.log.append_many = timed("log", scorer.log.append_many)
     base = next_ids(len(reqs))  # one untimed pass over the day's transactions: a worker that has served
     for i, r in enumerate(reqs):  # for a while (its snapshot cache holds these entities; off, the same pass)
@@ -425,6 +426,29 @@ def profile(server: Server, bodies_file: Path, key: str, rate: float, seconds: f
 
 
 # -- batch and wrk -------------------------------------------------------------------------------
+def warm_engines(server: Server, key: str, bodies: list[dict], workers: int, limit_s: float = 180.0) -> dict:
+    """Batches on new connections until every worker says its batch engine is ready (the compiled
+    booster is built from a worker's first batch on, ``VIGIL_SERVING_COMPILED``): the timed calls
+    measure the service as it runs, not while it compiles. The states seen, by worker pid."""
+    import httpx
+
+    headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    seen: dict[int, str] = {}
+    end = time.time() + limit_s
+    while time.time() < end:
+        with httpx.Client(base_url=server.url, timeout=60, headers=headers) as c:  # a new connection: any worker
+            base = next_ids(256)
+            c.post("/score_batch", content=json.dumps({"transactions": [{**bodies[i % len(bodies)], "transaction_id": base + i}
+                                                                        for i in range(256)]}).encode())
+            info = c.post("/model_info", content=b"{}").json()
+        seen[info["pid"]] = info.get("batch_engine", "lightgbm")
+        if len(seen) >= workers and all(not v.startswith("compiling") for v in seen.values()):
+            break
+        time.sleep(0.5)
+    log(f"batch engines: {seen}")
+    return seen
+
+
 def batch_rows_per_s(server: Server, key: str, bodies: list[dict], full_lists: bool = False) -> dict:
     """``/score_batch`` with 1,000 and 10,000 new transactions a call (the body encoded before the
     clock starts): rows per second of the whole call as a client sees it. The cards' intraday
@@ -819,12 +843,16 @@ def run_main(a, py_spy):
     write_result("serving", res)
 
 
-def batch_in_process(paths, reqs: list[dict], size: int = 10_000, reps: int = 3, feature_cache: int = 200_000) -> dict:
+def batch_in_process(paths, reqs: list[dict], size: int = 10_000, reps: int = 3, feature_cache: int = 200_000,
+                     compiled: bool = True) -> dict:
     """``Scorer.score`` on ``size``-row batches with its parts timed apart (as ``in_process``),
-    beside ``model.predict`` alone on the same rows: the floor no handler gets under."""
+    beside ``model.predict`` alone on the same rows: the floor no handler gets under. ``compiled``:
+    as the endpoint's default, the compiled booster (built, or loaded from the cache, before timing)."""
     from vigil.scoring import Scorer
 
-    scorer = Scorer(paths, feature_cache=feature_cache)  # the cache holds the rows from the first call on
+    scorer = Scorer(paths, feature_cache=feature_cache, compiled=compiled)  # the cache holds the rows from the first call on
+    if scorer.deployed.engine is not None:
+        scorer.deployed.engine.start().join()
     gc.freeze()  # as the service does once its scorer is loaded (serving/service.py)
     parts: dict[str, list[float]] = {}
     cur: dict[str, float] = {}
@@ -842,7 +870,8 @@ def batch_in_process(paths, reqs: list[dict], size: int = 10_000, reps: int = 3,
     scorer.intraday_step = timed("intraday_step", scorer.intraday_step)
     scorer.assemble = timed("assemble", scorer.assemble)
     model = scorer.deployed.model
-    model.predict = timed("model", model.predict)
+    deployed_predict = scorer.deployed.predict
+    object.__setattr__(scorer.deployed, "predict", timed("model", deployed_predict))  # Deployed is frozen
     scorer.log.append_many = timed("log", scorer.log.append_many)
     out = {}
     for lists in ("emptied", "full"):
@@ -862,7 +891,6 @@ def batch_in_process(paths, reqs: list[dict], size: int = 10_000, reps: int = 3,
         med["response_and_rest"] = med["score"] - med["assemble"] - med["model"] - med["log"]
         out[f"intraday_lists_{lists}"] = {"rows_per_s": round(size / med["score"]),
                                           "seconds_median": {k: round(v, 4) for k, v in med.items()}}
-    del model.predict
     x = scorer.assemble([{**r, "transaction_id": 1} for r in (reqs * (size // len(reqs) + 1))[:size]])[0]
     t = []
     for _ in range(reps):
@@ -870,6 +898,14 @@ def batch_in_process(paths, reqs: list[dict], size: int = 10_000, reps: int = 3,
         model.predict(x)
         t.append(time.perf_counter() - s)
     out["model_predict_alone_rows_per_s"] = round(size / float(np.median(t)))
+    if scorer.deployed.engine is not None:
+        t = []
+        for _ in range(reps):
+            s = time.perf_counter()
+            deployed_predict(x)
+            t.append(time.perf_counter() - s)
+        out["compiled_predict_alone_rows_per_s"] = round(size / float(np.median(t)))
+        out["batch_engine"] = scorer.deployed.engine.state
     scorer.close()
     gc.unfreeze()
     return out
@@ -887,15 +923,23 @@ def run_batch(a):
     w, t, h = DEFAULT
     res["in_process_10k_feature_cache_off"] = batch_in_process(paths, reqs, feature_cache=0)
     log(f"in process, feature cache off {res['in_process_10k_feature_cache_off']}")
+    res["in_process_10k_lightgbm"] = batch_in_process(paths, reqs, compiled=False)
+    log(f"in process, LightGBM (VIGIL_SERVING_COMPILED=off) {res['in_process_10k_lightgbm']}")
     with serve([("vigil", h, config_env(env, w, t), "vigil"),
                 ("vigil", h, config_env(env, w, t, {"VIGIL_SERVING_FEATURE_CACHE": "0"}), "vigil-cache-off")], home) as servers:
+        res["batch_engines"] = warm_engines(servers[0], key, bodies, w)
+        warm_engines(servers[1], key, bodies, w)
         res["http_lists_emptied"] = batch_rows_per_s(servers[0], key, bodies)
         res["http_lists_full"] = batch_rows_per_s(servers[0], key, bodies, full_lists=True)
         res["http_lists_emptied_feature_cache_off"] = batch_rows_per_s(servers[1], key, bodies)
     log(f"http {res['http_lists_emptied']['10000']} / full lists {res['http_lists_full']['10000']} / "
         f"cache off {res['http_lists_emptied_feature_cache_off']['10000']}")
     w, t, h = RECOMMENDED
-    with serve([("vigil", h, config_env(env, w, t), "vigil-recommended")], home) as servers:
+    with serve([("vigil", h, config_env(env, w, t), "vigil-recommended"),
+                ("vigil", h, config_env(env, w, t, {"VIGIL_SERVING_COMPILED": "off"}), "vigil-lightgbm")], home) as servers:
+        warm_engines(servers[0], key, bodies, w)
+        res["http_one_client_lightgbm"] = batch_rows_per_s(servers[1], key, bodies)
+        res["http_two_clients_lightgbm"] = batch_concurrent(servers[1], key, bodies)
         res["http_two_clients_recommended"] = {"setting": dict(zip(("workers", "threads", "handler"), RECOMMENDED)),
                                                **batch_concurrent(servers[0], key, bodies)}
     log(f"two clients, recommended setting: {res['http_two_clients_recommended']}")

@@ -82,7 +82,8 @@ class FraudScorer:
         self.scorer = Scorer(config.paths(settings=SETTINGS), store_timeout_s=SETTINGS.serving_store_timeout_ms / 1000,
                              store_budget_s=SETTINGS.serving_store_budget_ms / 1000,
                              store_cooldown_s=SETTINGS.serving_store_cooldown_s,
-                             feature_cache=SETTINGS.serving_feature_cache)
+                             feature_cache=SETTINGS.serving_feature_cache,
+                             compiled=SETTINGS.serving_compiled == "auto")
         self.scorer.watch()
         # /score on the event loop (no thread hop, no GIL hand-off between the loop and a thread:
         # p50/p99 2.2/5.0 ms against 3.2/8.1 at 200 req/s, benchmarks/README.md) only when the
@@ -165,6 +166,7 @@ class FraudScorer:
                 "rollout": rollout, "pid": os.getpid(), "slow_header_closes": header_timeout.closed[0],
                 "store_breaker_opened": self.scorer.breaker.opened, "score_on_event_loop": self.on_loop,
                 "feature_cache": {k: getattr(cache, k) for k in ("hits", "misses", "dropped")} if cache else None,
+                "batch_engine": d.engine.state if d and d.engine else "lightgbm",
                 **self.scorer.counters}
 
 

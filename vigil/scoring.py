@@ -22,8 +22,10 @@ import numpy as np
 from vigil import registry
 from vigil.config import Paths
 from vigil.feature_repo import CardsLocked, IntradayBusy, IntradayStore, OnlineReader, SnapshotCache, open_store, snapshot_marker
-from vigil.features import (FEATURE_VIEWS, INTRADAY_FEATURES, MODEL_FEATURES, REQUEST_FEATURES, fresh_mask,
-                            intraday_batch, request_features)
+from vigil.features import (FEATURE_VIEWS, INTRADAY_FEATURES, MODEL_FEATURES, REQUEST_FEATURES, epoch_seconds_of,
+                            fresh_mask, intraday_batch, request_features)
+from vigil.compiled import ServingEngine
+from vigil.compiled import available as compiled_available
 from vigil.model import FraudModel
 from vigil.policy import DecisionPolicy
 from vigil.prediction_log import PredictionLog
@@ -98,6 +100,16 @@ class Deployed:
     model: FraudModel
     policy: DecisionPolicy
     promoted_at: str
+    engine: ServingEngine | None = None  # the booster compiled to native code, for batches
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The model's scores of ``x``: the compiled booster's for a batch once it is ready (the
+        same scores, spot-checked against LightGBM on every batch), else LightGBM's."""
+        if self.engine is not None and len(x) >= self.engine.min_rows:
+            out = self.engine.predict(self.model.impute(x))
+            if out is not None:
+                return out
+        return self.model.predict(x)
 
 
 @dataclass(frozen=True)
@@ -114,8 +126,11 @@ class Rollout:
 class Scorer:
     def __init__(self, paths: Paths, store=None, log_predictions: bool = True, poll_seconds: float = 2.0,
                  store_timeout_s: float = 0.25, store_budget_s: float = 0.25, store_cooldown_s: float = 2.0,
-                 feature_cache: int = 200_000):
+                 feature_cache: int = 200_000, compiled: bool = False):
+        """``compiled``: batches are scored by the booster compiled to native code once a child
+        process has built it (:class:`vigil.compiled.ServingEngine`; needs lleaves, the 'batch' extra)."""
         self.paths = paths
+        self.compiled = compiled and compiled_available()
         self.store = store or open_store(paths)
         self.store_budget_s, self.clock = store_budget_s, time.monotonic
         self.breaker = StoreBreaker(store_cooldown_s)
@@ -182,7 +197,7 @@ class Scorer:
         entry = json.loads(text)
         if self.deployed is None or entry["tag"] != self.deployed.tag:
             model, policy, _ = self._load(entry["tag"])
-            self.deployed = Deployed(entry["tag"], model, policy, entry["at"])
+            self.deployed = Deployed(entry["tag"], model, policy, entry["at"], self._engine(model))
             log.info("serving model %s", entry["tag"])
         self._pointer_seen = text
         return True
@@ -206,11 +221,14 @@ class Scorer:
             cand, rlog = current.candidate, current.log
         else:
             model, policy, _ = self._load(state["candidate"])
-            cand = Deployed(state["candidate"], model, policy, state["started_at"])
+            cand = Deployed(state["candidate"], model, policy, state["started_at"], self._engine(model))
             rlog = rollout.RolloutLog(rollout.log_folder(self.paths, state["candidate"]))
         self.rollout = Rollout(state["stage"], float(state["percent"]), cand, rlog)
         self._rollout_seen = text
         log.info("rollout: %s at %s %s %%", cand.tag, state["stage"], state["percent"])
+
+    def _engine(self, model: FraudModel) -> ServingEngine | None:
+        return ServingEngine(model, self.paths.models / "compiled") if self.compiled else None
 
     def _alert(self, name: str, episode: str, summary: str, details: dict) -> None:
         """Raise an alert once per (name, episode) in this process, off the request path (a slow
@@ -274,7 +292,7 @@ class Scorer:
         even that. ``wait=False``: :class:`IntradayBusy` (nothing written, nothing counted) when
         another thread or worker holds the cards' lists."""
         n = len(requests)
-        epoch = np.array([int(r["tx_datetime"].replace(tzinfo=timezone.utc).timestamp()) for r in requests], dtype=np.int64)
+        epoch = epoch_seconds_of([r["tx_datetime"] for r in requests])
         amount = np.array([r["tx_amount"] for r in requests], dtype=np.float64)
         x = np.full((n, len(MODEL_FEATURES)), np.nan)
         stale: list[list[str]] = [[] for _ in range(n)]
@@ -411,12 +429,13 @@ class Scorer:
         ro = self.rollout  # one read: a step that moves mid-request does not split this batch
         t0 = time.perf_counter()
         self._give_up_if_late(len(requests), deadline, gone)  # queued behind others while its client left
-        requests = [{**r, "tx_datetime": utc_naive(r["tx_datetime"])} for r in requests]
+        if any(r["tx_datetime"].tzinfo is not None for r in requests):  # the endpoint's are naive UTC already
+            requests = [{**r, "tx_datetime": utc_naive(r["tx_datetime"])} for r in requests]
         x, stale, degraded = self.assemble(requests, wait, check=lambda: self._give_up_if_late(len(requests), deadline, gone))
         self._give_up_if_late(len(requests), deadline, gone)
         request_id = uuid.uuid4().hex
         t1 = time.perf_counter()
-        scores = deployed.model.predict(x)
+        scores = deployed.predict(x)
         n = len(requests)
         model_ms = (time.perf_counter() - t1) * 1000 / n  # per row: batches of any size compare
         answer = [deployed] * n
@@ -433,7 +452,7 @@ class Scorer:
             if len(picked):
                 t2 = time.perf_counter()
                 try:
-                    cand_scores = ro.candidate.model.predict(x[picked])
+                    cand_scores = ro.candidate.predict(x[picked])
                 except Exception:  # a broken candidate never fails a request: the champion answers
                     log.exception("candidate %s failed to score; the champion answered", ro.candidate.tag)
                     cand_scores = None

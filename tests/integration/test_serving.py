@@ -64,6 +64,39 @@ def test_batch_equals_single_and_everything_is_logged(server, pipeline_home):
     assert {b["transaction_id"] for b in bodies} <= ids
 
 
+def test_batches_are_scored_by_the_compiled_booster_once_built_with_lightgbms_scores(server, pipeline_home):
+    """VIGIL_SERVING_COMPILED=auto (the default): the first batch of 256+ rows starts the build
+    (LightGBM answers meanwhile); once /model_info says so, batches are scored by the compiled
+    booster, and each score equals LightGBM's on the features the log says were served."""
+    from vigil import compiled
+    from vigil.features import MODEL_FEATURES
+
+    if not compiled.available():
+        pytest.skip("lleaves not installed (the 'batch' extra)")
+    paths = pipeline_home["paths"]
+    src = replay_bodies(pipeline_home, 300)
+
+    def batch(base: int) -> list[dict]:
+        return [{**b, "transaction_id": base + i} for i, b in enumerate(src)]
+
+    with httpx.Client(base_url=server, headers=AUTH, timeout=60) as c:
+        assert c.post("/score_batch", json={"transactions": batch(4 * 10**12)}).status_code == 200
+        deadline = time.time() + 240
+        while (state := c.post("/model_info", json={}).json()["batch_engine"]) == "compiling" and time.time() < deadline:
+            time.sleep(0.5)
+        assert state == "compiled", state
+        sent = batch(4 * 10**12 + 10_000)
+        r = c.post("/score_batch", json={"transactions": sent})
+        assert c.post("/model_info", json={}).json()["batch_engine"] == "compiled"  # its spot check agreed
+    assert r.status_code == 200
+    served = {a["transaction_id"]: a["fraud_score"] for a in r.json()}
+    logged = prediction_log.read_day(paths.predictions, pipeline_home["replay_day"]).set_index("transaction_id")
+    mine = logged.loc[[b["transaction_id"] for b in sent]]
+    model, _, _ = registry.load(paths, registry.current(paths)["tag"])
+    lightgbm = model.predict(mine[MODEL_FEATURES].astype(float).to_numpy())
+    np.testing.assert_allclose([served[t] for t in mine.index], lightgbm, rtol=0, atol=1e-12)
+
+
 def test_served_features_equal_point_in_time_training_features(server, pipeline_home):
     """Training/serving parity: the features logged at serving time are the ones Feast's
     point-in-time retrieval gives the training path for the same transactions."""

@@ -35,3 +35,46 @@ def test_bad_engine_is_named(model, tmp_path):
     m, x = model
     with pytest.raises(ValueError, match="engine must be"):
         compiled.predictor(m, x, tmp_path, "gpu")
+
+
+def test_serving_engine_compiles_off_the_request_path_and_scores_as_lightgbm(model, tmp_path):
+    from vigil.scoring import Deployed
+
+    m, x = model
+    engine = compiled.ServingEngine(m, tmp_path, min_rows=100)
+    d = Deployed("t", m, None, "now", engine)
+    assert engine.predict(m.impute(x[:99])) is None and engine.state == "lightgbm"  # too small: never starts
+    np.testing.assert_array_equal(d.predict(x), m.predict(x))  # the first batch starts the build, LightGBM answers
+    engine.start().join(timeout=300)
+    assert engine.state == "compiled", engine.state
+    target = compiled.cached(m, tmp_path)
+    assert target.exists() and target.with_suffix(".sha256").exists() and compiled.host_key() in target.name
+    np.testing.assert_allclose(d.predict(x), m.predict(x), rtol=0, atol=1e-12)
+    assert engine.predict(m.impute(x)) is not None
+    # a second worker loads the library the first built (no second build)
+    other = compiled.ServingEngine(m, tmp_path, min_rows=100)
+    mtime = target.stat().st_mtime_ns
+    other.start().join(timeout=60)
+    assert other.state == "compiled" and target.stat().st_mtime_ns == mtime
+
+
+def test_serving_engine_refuses_an_altered_library_and_one_that_disagrees(model, tmp_path):
+    m, x = model
+    first = compiled.ServingEngine(m, tmp_path, min_rows=100)
+    first.start().join(timeout=300)
+    assert first.state == "compiled"
+
+    class Off:  # a library that scores differently from LightGBM
+        def predict(self, rows, n_jobs=1):
+            return m.booster.predict(rows) + 1e-6
+
+    first.compiled = Off()
+    assert first.predict(m.impute(x)) is None and first.state.startswith("failed: differs from LightGBM by 1e-06")
+    assert first.predict(m.impute(x)) is None  # dropped for good: LightGBM scores from then on
+    target = compiled.cached(m, tmp_path)
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    altered = compiled.ServingEngine(m, tmp_path, min_rows=100)
+    altered.start().join(timeout=60)
+    assert altered.compiled is None and "does not match its sha256" in altered.state

@@ -226,13 +226,13 @@ def test_work_past_its_deadline_is_not_logged(tmp_path):
 
     from vigil.features import MODEL_FEATURES
     from vigil.policy import DecisionPolicy
-    from vigil.scoring import Scorer, TooLate
+    from vigil.scoring import Deployed, Scorer, TooLate
 
     class Stub(Scorer):
         def __init__(self, folder):
             self.log, self.rollout, self.counters = PredictionLog(folder), None, {"scored": 0, "abandoned": 0}
-            self.deployed = type("D", (), {"model": type("M", (), {"predict": staticmethod(lambda x: np.zeros(len(x)))})(),
-                                           "policy": DecisionPolicy(0.5, 0.9), "tag": "m"})()
+            model = type("M", (), {"predict": staticmethod(lambda x: np.zeros(len(x)))})()
+            self.deployed = Deployed("m", model, DecisionPolicy(0.5, 0.9), "now")
 
         def assemble(self, requests, wait=True, check=None):
             return np.zeros((len(requests), len(MODEL_FEATURES))), [[] for _ in requests], False
