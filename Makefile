@@ -37,7 +37,7 @@ bench: .venv/.synced
 # uv even then (and pip-installs it when uv is not on PATH), hence .tools/bin on PATH.
 BENTOML_HOME ?= $(HOME)/bentoml
 bento: .venv/.synced  ## build the endpoint's Bento into $BENTOML_HOME (serve: bentoml serve vigil_fraud:latest)
-	$(UV) export --frozen --no-hashes --no-annotate --no-dev --extra production --no-emit-project --quiet -o serving/requirements.txt
+	$(UV) export --frozen --no-hashes --no-annotate --no-dev --extra production --extra batch --no-emit-project --quiet -o serving/requirements.txt
 	PATH="$(abspath $(TOOLS))/bin:$$PATH" BENTOML_HOME="$(BENTOML_HOME)" BENTOML_DO_NOT_TRACK=True UV_OFFLINE=1 \
 		.venv/bin/python -m bentoml build .
 

@@ -15,13 +15,13 @@ ENV UV_PYTHON_DOWNLOADS=never \
 RUN pip install --no-cache-dir uv==0.13.9
 WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --extra production --no-install-project
+RUN uv sync --frozen --no-dev --extra production --extra batch --no-install-project
 # what bentofile.yaml puts in the Bento: the service, the core package, the Feast configs
 COPY vigil ./vigil
 COPY serving ./serving
 COPY infra/feast ./infra/feast
 COPY bentofile.yaml ./
-RUN uv sync --frozen --no-dev --extra production
+RUN uv sync --frozen --no-dev --extra production --extra batch
 
 FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 10001 vigil \

@@ -75,3 +75,16 @@ def test_built_bento_serves_a_transaction(pipeline_home, tmp_path):
         assert out["model_version"] == registry.current(pipeline_home["paths"])["tag"]
     finally:
         stop(proc)
+
+
+def test_serving_requirements_are_the_lock_files_export():
+    """serving/requirements.txt (the Bento's and the serving image's pins) is what `make bento`
+    exports from uv.lock today: it had gone stale once (no s3fs, a dateutil the lock never held)."""
+    uv = shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
+    out = subprocess.run([uv, "export", "--frozen", "--no-hashes", "--no-annotate", "--no-dev", "--extra", "production",
+                          "--extra", "batch", "--no-emit-project"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **OFFLINE})
+    assert out.returncode == 0, out.stderr
+    pins = lambda text: [ln for ln in text.splitlines() if ln and not ln.startswith("#")]  # noqa: E731
+    assert pins(out.stdout) == pins((ROOT / "serving" / "requirements.txt").read_text()), "run make bento"
+    assert any(p.startswith("lleaves==") for p in pins(out.stdout))  # the compiled booster for /score_batch
