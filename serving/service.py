@@ -15,7 +15,6 @@ import time
 
 import anyio
 import bentoml
-from pydantic_core import to_json
 from starlette.responses import Response
 
 from serving import header_timeout
@@ -23,7 +22,7 @@ from serving.bulk_metrics import count_many, observe_many
 from serving.guard import CLIENT_GONE, VALIDATED_BATCH, Guard
 from serving.schema import Amount, Id, Score, Timestamp, Transaction, set_window
 from vigil import config
-from vigil.scoring import IntradayBusy, ModelUnavailable, Scorer, TooLate
+from vigil.scoring import Answers, IntradayBusy, ModelUnavailable, Scorer, TooLate
 from vigil.settings import Settings
 
 log = logging.getLogger("vigil.serving")
@@ -51,12 +50,13 @@ STALE = bentoml.metrics.Counter(name="vigil_stale_features", documentation="requ
 DEGRADED = bentoml.metrics.Counter(name="vigil_degraded", documentation="requests scored without the online store")
 
 
-def rendered(answer) -> Response:
+def rendered(content: bytes) -> Response:
     """The scorer's answers as the JSON response: they are Vigil's own, built in ``Score``'s shape
-    (the fuzz tests check every response against the OpenAPI), so they are rendered once.
-    Returned as the ``-> Score`` value instead, BentoML would validate them, dump them twice and
-    ``json.dumps`` them: 0.2 s of a 10,000-row batch. The annotations stay for the OpenAPI."""
-    return Response(content=to_json(answer), media_type="application/json")
+    (the fuzz tests check every response against the OpenAPI), and the scorer rendered each once,
+    for the log and for this (:class:`vigil.scoring.Answers`). Returned as the ``-> Score`` value
+    instead, BentoML would validate them, dump them twice and ``json.dumps`` them: 0.2 s of a
+    10,000-row batch. The annotations stay for the OpenAPI."""
+    return Response(content=content, media_type="application/json")
 
 
 class ServiceUnavailable(bentoml.exceptions.BentoMLException):
@@ -104,12 +104,12 @@ class FraudScorer:
     def __is_ready__(self) -> bool:
         return self.scorer.deployed is not None
 
-    async def _off_loop(self, txs: list[dict]) -> list[dict]:
+    async def _off_loop(self, txs: list[dict]) -> Answers:
         if self._limiter is None:  # made on the loop, the first time (anyio binds it to the running loop)
             self._limiter = anyio.CapacityLimiter(SETTINGS.serving_threads)
         return await anyio.to_thread.run_sync(self._score, txs, limiter=self._limiter)
 
-    def _score(self, txs: list[dict], wait: bool = True) -> list[dict]:
+    def _score(self, txs: list[dict], wait: bool = True) -> Answers:
         # BentoML answers 504 at TIMEOUT_S; work still running then is dropped before it is logged
         deadline = time.monotonic() + TIMEOUT_S - 0.5
         try:
@@ -144,18 +144,18 @@ class FraudScorer:
               "terminal_id": terminal_id, "tx_amount": tx_amount}
         if self.on_loop:
             try:
-                return rendered(self._score([tx], wait=False)[0])
+                return rendered(self._score([tx], wait=False).rendered[0])
             except IntradayBusy:  # a batch or another process is writing the lists: wait on a thread
                 pass
-        return rendered((await self._off_loop([tx]))[0])
+        return rendered((await self._off_loop([tx])).rendered[0])
 
     @bentoml.api
     async def score_batch(self, transactions: list[Transaction]) -> list[Score]:
         """Score many transactions in one call (one Feast read, one model call)."""
         transactions = VALIDATED_BATCH.get() or transactions  # the guard validated them (the same model)
         if not transactions:
-            return rendered([])
-        return rendered(await self._off_loop([t.__dict__ for t in transactions]))
+            return rendered(b"[]")
+        return rendered((await self._off_loop([t.__dict__ for t in transactions])).json())
 
     @bentoml.api
     def model_info(self) -> dict:

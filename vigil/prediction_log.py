@@ -31,6 +31,7 @@ from collections import OrderedDict
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pydantic_core import to_json  # compact JSON, 6x json.dumps on these lines
 
@@ -62,9 +63,16 @@ class PredictionLog:
     def append_many(self, records: list[dict]) -> None:
         """Write the lines (one ``write(2)`` per day, page cache, no fsync) before returning.
         ``record['tx_datetime']`` (ISO text) decides the day folder."""
-        by_day: dict[str, list[bytes]] = {}
-        for r in records:
-            by_day.setdefault(r["tx_datetime"][:10], []).append(to_json(r, fallback=str) + b"\n")
+        self.append_lines([r["tx_datetime"][:10] for r in records], [to_json(r, fallback=str) + b"\n" for r in records])
+
+    def append_lines(self, days: list[str], lines: list[bytes]) -> None:
+        """:meth:`append_many` of lines already rendered (:func:`log_lines`), each with its day."""
+        if len(set(days)) == 1:  # a batch of one day: no regrouping
+            by_day = {days[0]: list(lines)}
+        else:
+            by_day: dict[str, list[bytes]] = {}
+            for day, line in zip(days, lines):
+                by_day.setdefault(day, []).append(line)
         with self._lock:
             if self._stop.is_set():
                 raise RuntimeError("prediction log closed")
@@ -130,6 +138,28 @@ class PredictionLog:
                     log.error("prediction log fsync failed: %s", exc)
                 finally:
                     os.close(fd)
+
+
+_TAIL = b',"customer_id":%d,"terminal_id":%d,"tx_datetime":"%b","features":%b,"served_at":"%b"}\n'
+
+
+def feature_arrays(x: np.ndarray) -> list[bytes]:
+    """Each row of the feature matrix as a JSON array (NaN: null), from one serialisation of the
+    whole matrix: the rows are arrays of numbers, so ``],[`` only ever falls between two rows."""
+    if not len(x):
+        return []
+    return to_json(x.tolist(), inf_nan_mode="null")[1:-1].replace(b"],[", b"]\n[").split(b"\n")
+
+
+def log_lines(answers: list[bytes], customer_ids: list[int], terminal_ids: list[int], tx_datetimes: list[str],
+              features: np.ndarray, served_at: str) -> list[bytes]:
+    """The log lines of a batch: each answer's JSON object as the client got it, then the ids, the
+    transaction's time, the served features (an array, in the header's order) and the time served.
+    The same lines as ``to_json({**answer, ...})`` a row, without a dict and a serialisation per row
+    (a 10,000-row batch: 42 ms against 58, benchmarks/README.md)."""
+    at = served_at.encode()
+    return [a[:-1] + _TAIL % (c, t, d.encode(), f, at)
+            for a, c, t, d, f in zip(answers, customer_ids, terminal_ids, tx_datetimes, feature_arrays(features))]
 
 
 def read_lines(path: Path):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
+from pydantic_core import to_json
 
 from vigil import registry
 from vigil.config import Paths
@@ -28,7 +29,7 @@ from vigil.compiled import ServingEngine
 from vigil.compiled import available as compiled_available
 from vigil.model import FraudModel
 from vigil.policy import DecisionPolicy
-from vigil.prediction_log import PredictionLog
+from vigil.prediction_log import PredictionLog, log_lines
 
 log = logging.getLogger("vigil.scoring")
 AVG_30D = MODEL_FEATURES.index("customer_avg_amount_30d")
@@ -92,6 +93,18 @@ class StoreBreaker:
         """An allowed request ended without a verdict (it will run again elsewhere)."""
         with self._lock:
             self.probing = False
+
+
+class Answers(list):
+    """:meth:`Scorer.score`'s answers (dicts), with each one's JSON as the log holds it
+    (``rendered``): the endpoint sends those bytes instead of serialising the answers again."""
+
+    def __init__(self, answers: list[dict], rendered: list[bytes]):
+        super().__init__(answers)
+        self.rendered = rendered
+
+    def json(self) -> bytes:
+        return b"[" + b",".join(self.rendered) + b"]"
 
 
 @dataclass(frozen=True)
@@ -469,8 +482,7 @@ class Scorer:
                         champion_score = champion_score if champion_score is not None else {}
                         champion_score[i] = float(scores[i])  # the same row, both models: a paired comparison
                         scores[i], answer[i] = cand_scores[j], ro.candidate
-        rows = np.where(np.isnan(x), None, x).tolist()  # MODEL_FEATURES order: the log's arrays, named by its header
-        named = lambda i: dict(zip(MODEL_FEATURES, rows[i]))  # noqa: E731
+        named = lambda i: {f: None if v != v else v for f, v in zip(MODEL_FEATURES, x[i].tolist())}  # noqa: E731
         out, s_list = [], scores.tolist()
         if n >= 64:  # numpy's per-call overhead pays off from a few dozen rows on
             decisions = deployed.policy.decide_many(scores).tolist()
@@ -496,14 +508,13 @@ class Scorer:
         latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         for resp in out:
             resp["latency_ms"] = latency_ms
+        rendered = [to_json(resp) for resp in out]  # once, for the response and the log
         self._give_up_if_late(len(requests), deadline, gone)
         if self.log:
             served_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-            self.log.append_many([
-                {**resp, "customer_id": r["customer_id"], "terminal_id": r["terminal_id"],
-                 "tx_datetime": r["tx_datetime"].isoformat(), "features": feats, "served_at": served_at}
-                for resp, r, feats in zip(out, requests, rows)
-            ])
+            tx_iso = [r["tx_datetime"].isoformat() for r in requests]
+            self.log.append_lines([d[:10] for d in tx_iso], log_lines(
+                rendered, [r["customer_id"] for r in requests], [r["terminal_id"] for r in requests], tx_iso, x, served_at))
         if ro is not None:
             served_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
             rows = []
@@ -520,4 +531,4 @@ class Scorer:
                 rows.append(row)
             ro.log.append(rows)
         self.counters["scored"] += len(requests)
-        return out
+        return Answers(out, rendered)

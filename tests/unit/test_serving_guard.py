@@ -308,3 +308,36 @@ def test_a_failed_log_write_leaves_no_line_without_its_header(tmp_path, monkeypa
     frame, bad, _ = read_day_checked(tmp_path, date(2025, 6, 1))
     assert frame["transaction_id"].tolist() == [2] and frame["a"].tolist() == [2.0]
     assert [b["reason"] for b in bad] == ["not JSON (torn or corrupt line)"]
+
+
+def test_log_lines_rendered_in_bulk_are_the_per_record_lines(tmp_path):
+    """log_lines (the scorer's batch path) gives byte for byte the lines append_many renders from a
+    dict a row: NaN as null, every value in place, days split, and the readers get the same rows."""
+    import numpy as np
+    from pydantic_core import to_json
+
+    from vigil.prediction_log import feature_arrays, log_lines
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 4)) * 1e3
+    x[rng.random(x.shape) < 0.2] = np.nan
+    x[0] = [0.1, -0.0, 1e-7, 12345678901234.5]
+    answers = [{"transaction_id": 10 + i, "fraud_score": float(rng.random()), "decision": "approve",
+                "reasons": ["HIGH_MODEL_SCORE"] if i % 3 else [], "stale_features": [], "degraded": False,
+                "model_version": "vigil-fraud:x", "variant": "champion", "request_id": "r", "latency_ms": 1.5}
+               for i in range(50)]
+    when = [f"2025-06-0{1 + i % 2}T10:00:0{i % 10}" for i in range(50)]
+    rendered = log_lines([to_json(a) for a in answers], list(range(50)), list(range(100, 150)), when, x, "2025-06-02T00:00:00.000+00:00")
+    rows = np.where(np.isnan(x), None, x).tolist()
+    expected = [to_json({**a, "customer_id": i, "terminal_id": 100 + i, "tx_datetime": when[i], "features": rows[i],
+                         "served_at": "2025-06-02T00:00:00.000+00:00"}) + b"\n" for i, a in enumerate(answers)]
+    assert rendered == expected and feature_arrays(x[:1]) == [to_json(rows[0])] and feature_arrays(x[:0]) == []
+    bulk, per_record = PredictionLog(tmp_path / "bulk", features="abcd"), PredictionLog(tmp_path / "dicts", features="abcd")
+    bulk.append_lines([w[:10] for w in when], rendered)
+    per_record.append_many([json.loads(line) for line in expected])
+    bulk.close()
+    per_record.close()
+    for day in (date(2025, 6, 1), date(2025, 6, 2)):
+        a, b = read_day(tmp_path / "bulk", day), read_day(tmp_path / "dicts", day)
+        assert len(a) == 25
+        pd.testing.assert_frame_equal(a, b)
