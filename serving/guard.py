@@ -23,21 +23,21 @@ from pathlib import Path
 import anyio
 from pydantic import TypeAdapter, ValidationError
 
-from serving.schema import Batch, Transaction
+from serving.schema import BatchFields, Transaction
 from vigil import api_keys
 from vigil.settings import Settings
 
 log = logging.getLogger("vigil.serving.guard")
 PUBLIC = frozenset({"/livez", "/readyz", "/healthz"})
 ROUTES = frozenset({"/score", "/score_batch", "/model_info", "/metrics", "/docs.json", "/", "/docs"}) | PUBLIC
-SCORING = {"/score": TypeAdapter(Transaction), "/score_batch": TypeAdapter(Batch)}
+SCORING = {"/score": TypeAdapter(Transaction), "/score_batch": TypeAdapter(BatchFields)}
 METHODS = {"/score": "POST", "/score_batch": "POST", "/model_info": "POST"}  # everything else: GET (and HEAD)
 OBJECT = TypeAdapter(dict)
 MAX_ERRORS = 5
 # set when the client of the request in this context has gone (the handler's thread sees it:
 # anyio copies the context into BentoML's worker threads); the scorer then drops the work
 CLIENT_GONE: ContextVar[threading.Event | None] = ContextVar("vigil_client_gone", default=None)
-# a /score_batch body the guard has validated (serving.schema.Batch, the model the handler declares):
+# a /score_batch body the guard has validated (serving.schema.BatchFields: the rules of the Batch the handler declares):
 # BentoML is handed an empty batch instead of parsing and validating 10,000 items a second time, on
 # the event loop (26 ms a 10,000-item batch); the handler takes the transactions from here
 VALIDATED_BATCH: ContextVar[list | None] = ContextVar("vigil_validated_batch", default=None)
@@ -180,12 +180,12 @@ class Guard:
         return b"".join(chunks)
 
     def validate(self, path: str, body: bytes):
-        """The parsed body (a ``Batch``, a ``Transaction``, a dict) when valid; a Refused saying why otherwise."""
+        """The parsed body (a ``BatchFields`` dict, a ``Transaction``, a dict) when valid; a Refused saying why otherwise."""
         try:
             parsed = SCORING.get(path, OBJECT).validate_json(body)
         except ValidationError as exc:
             raise Refused(400, f"{exc.error_count()} invalid field(s)", describe(exc)) from None
-        n = len(parsed.transactions) if path == "/score_batch" else 1
+        n = len(parsed["transactions"]) if path == "/score_batch" else 1
         if n > self.settings.serving_max_batch:
             raise Refused(413, "batch too large", f"{n} transactions; at most {self.settings.serving_max_batch} "
                           "(VIGIL_SERVING_MAX_BATCH)")
@@ -246,9 +246,9 @@ class Guard:
                 parsed = await anyio.to_thread.run_sync(self.validate, path, body)
             else:
                 parsed = self.validate(path, body)
-            if path == "/score_batch" and parsed.transactions:
+            if path == "/score_batch" and parsed["transactions"]:
                 body = EMPTY_BATCH  # validated once: BentoML parses a placeholder, the handler reads VALIDATED_BATCH
-                batch_token = VALIDATED_BATCH.set(parsed.transactions)
+                batch_token = VALIDATED_BATCH.set(parsed["transactions"])
             sent = [False]
 
             async def replay():

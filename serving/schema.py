@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field
+from typing_extensions import TypedDict
 
 from vigil.contracts import DEFAULT_AMOUNT_CEILING, MAX_ID
 from vigil.settings import Settings
@@ -76,6 +77,22 @@ class Transaction(BaseModel):
 
 class Batch(BaseModel):
     transactions: list[Transaction] = Field(description="at most VIGIL_SERVING_MAX_BATCH (default 10,000) items")
+
+
+class TransactionFields(TypedDict):
+    """:class:`Transaction`'s fields validated into a plain dict: the guard's ``/score_batch`` path
+    (8 ms for 10,000 items against 20 ms for models and their ``__dict__``, benchmarks/README.md).
+    The same annotations, so the same rules and error texts; a unit test compares the schemas."""
+
+    transaction_id: Id
+    tx_datetime: Timestamp
+    customer_id: Id
+    terminal_id: Id
+    tx_amount: Amount
+
+
+class BatchFields(TypedDict):
+    transactions: list[TransactionFields]
 
 
 class Score(BaseModel):

@@ -152,10 +152,12 @@ class FraudScorer:
     @bentoml.api
     async def score_batch(self, transactions: list[Transaction]) -> list[Score]:
         """Score many transactions in one call (one Feast read, one model call)."""
-        transactions = VALIDATED_BATCH.get() or transactions  # the guard validated them (the same model)
-        if not transactions:
+        txs = VALIDATED_BATCH.get()  # the guard validated them into dicts (serving.schema.TransactionFields)
+        if txs is None:
+            txs = [t.__dict__ for t in transactions]
+        if not txs:
             return rendered(b"[]")
-        return rendered((await self._off_loop([t.__dict__ for t in transactions])).json())
+        return rendered((await self._off_loop(txs)).json())
 
     @bentoml.api
     def model_info(self) -> dict:

@@ -87,7 +87,7 @@ def test_a_thousand_bad_items_give_a_short_answer():
 
 def test_guard_counts_a_batch_and_refuses_one_over_the_limit():
     g = Guard(app=None, settings=Settings.from_env({"VIGIL_SERVING_MAX_BATCH": "3"}), metrics=False)
-    assert len(g.validate("/score_batch", json.dumps({"transactions": [GOOD] * 3}).encode()).transactions) == 3
+    assert len(g.validate("/score_batch", json.dumps({"transactions": [GOOD] * 3}).encode())["transactions"]) == 3
     with pytest.raises(Refused) as exc:
         g.validate("/score_batch", json.dumps({"transactions": [GOOD] * 4}).encode())
     assert exc.value.status == 413 and "VIGIL_SERVING_MAX_BATCH" in exc.value.detail
@@ -341,3 +341,25 @@ def test_log_lines_rendered_in_bulk_are_the_per_record_lines(tmp_path):
         a, b = read_day(tmp_path / "bulk", day), read_day(tmp_path / "dicts", day)
         assert len(a) == 25
         pd.testing.assert_frame_equal(a, b)
+
+
+def test_the_guards_batch_fields_are_the_transaction_models_rules():
+    """The guard validates /score_batch into dicts (TransactionFields), the handler declares models
+    (Transaction): the same JSON schema, the same accepted values and the same error texts."""
+    from serving.schema import BatchFields, TransactionFields
+
+    model, fields = TypeAdapter(Transaction).json_schema(), TypeAdapter(TransactionFields).json_schema()
+    def rules(schema):  # the docstring and the title are not rules
+        return {k: v for k, v in schema.items() if k not in ("title", "description")}
+
+    assert rules(model) == rules(fields) and model["properties"]
+    assert TypeAdapter(BatchFields).validate_json(json.dumps({"transactions": [GOOD]}))["transactions"] == [
+        TX.validate_json(json.dumps(GOOD)).__dict__]
+    for change in ({"customer_id": "17"}, {"customer_id": True}, {"tx_amount": 0}, {"tx_datetime": "1999-12-31T00:00:00"},
+                   {"transaction_id": MAX_ID + 1}, {"terminal_id": 1.0}):
+        errors = []
+        for adapter in (TypeAdapter(Batch), TypeAdapter(BatchFields)):
+            with pytest.raises(ValidationError) as exc:
+                adapter.validate_json(json.dumps({"transactions": [{**GOOD, **change}]}))
+            errors.append(describe(exc.value))
+        assert errors[0] == errors[1] and next(iter(change)) in errors[0], errors
