@@ -269,10 +269,13 @@ def in_process(paths, reqs: list[dict], n: int = 2000, feature_cache: int = 200_
     scorer.reader.read_matrix = timed("online_read", scorer.reader.read_matrix, accumulate=True)  # the two snapshot views
     scorer.intraday_step = timed("intraday_step", scorer.intraday_step)
     scorer.assemble = timed("assemble", scorer.assemble)
-    model = scorer.deployed.model
     deployed_predict = scorer.deployed.predict
     object.__setattr__(scorer.deployed, "predict", timed("model", deployed_predict))  # Deployed is frozen
-    scorer.log.append_many = timed("log", scorer.log.append_many)
+    import vigil.scoring
+
+    render = vigil.scoring.log_lines
+    vigil.scoring.log_lines = timed("log", render, accumulate=True)  # the log: rendering its lines, then writing them
+    scorer.log.append_lines = timed("log", scorer.log.append_lines, accumulate=True)
     base = next_ids(len(reqs))  # one untimed pass over the day's transactions: a worker that has served
     for i, r in enumerate(reqs):  # for a while (its snapshot cache holds these entities; off, the same pass)
         scorer.score([{**r, "transaction_id": base + i}])
@@ -288,7 +291,7 @@ def in_process(paths, reqs: list[dict], n: int = 2000, feature_cache: int = 200_
         for k in t:
             t[k].append(cur.get(k, 0.0))
     scorer.close()
-    del model.predict
+    vigil.scoring.log_lines = render
     out = {k: pct(v) for k, v in t.items()}
     a = {k: np.asarray(v) for k, v in t.items()}
     out["request_features_and_freshness"] = pct(a["assemble"] - a["online_read"] - a["intraday_step"])
@@ -340,6 +343,8 @@ PARTS = [
     ("features: intraday values and add (intraday_batch)", "intraday_batch (vigil/features.py"),
     ("features: rest of assemble (lock, request features, freshness)", "Scorer.assemble (vigil/scoring.py"),
     ("model: FraudModel.predict (impute + Booster.predict)", "FraudModel.predict (vigil/model.py"),
+    ("log: rendering the lines (log_lines)", "log_lines (vigil/prediction_log.py"),
+    ("log: writing the lines (PredictionLog.append_lines)", "PredictionLog.append_lines (vigil/prediction_log.py"),
     ("log: writing the lines (PredictionLog.append_many)", "PredictionLog.append_many (vigil/prediction_log.py"),
     ("log: fsync thread", "PredictionLog._sync_loop (vigil/prediction_log.py"),
     ("handler: policy, reasons, response dicts (rest of Scorer.score)", "Scorer.score (vigil/scoring.py"),
@@ -872,7 +877,11 @@ def batch_in_process(paths, reqs: list[dict], size: int = 10_000, reps: int = 3,
     model = scorer.deployed.model
     deployed_predict = scorer.deployed.predict
     object.__setattr__(scorer.deployed, "predict", timed("model", deployed_predict))  # Deployed is frozen
-    scorer.log.append_many = timed("log", scorer.log.append_many)
+    import vigil.scoring
+
+    render = vigil.scoring.log_lines
+    vigil.scoring.log_lines = timed("log", render)  # the log: rendering its lines, then writing them (timed() adds up)
+    scorer.log.append_lines = timed("log", scorer.log.append_lines)
     out = {}
     for lists in ("emptied", "full"):
         parts = {}
@@ -891,6 +900,7 @@ def batch_in_process(paths, reqs: list[dict], size: int = 10_000, reps: int = 3,
         med["response_and_rest"] = med["score"] - med["assemble"] - med["model"] - med["log"]
         out[f"intraday_lists_{lists}"] = {"rows_per_s": round(size / med["score"]),
                                           "seconds_median": {k: round(v, 4) for k, v in med.items()}}
+    vigil.scoring.log_lines = render
     x = scorer.assemble([{**r, "transaction_id": 1} for r in (reqs * (size // len(reqs) + 1))[:size]])[0]
     t = []
     for _ in range(reps):
