@@ -117,3 +117,17 @@ def test_amount_zscore_against_the_customer_snapshot():
     out = request_features(secs, [30.0, 30.0, 30.0], [20.0, 20.0, np.nan], [5.0, 0.0, 5.0])
     z = out[:, REQUEST_FEATURES.index("amount_zscore_customer_30d")]
     assert z[0] == 2.0 and np.isnan(z[1]) and np.isnan(z[2])  # no spread or no mean: missing
+
+
+def test_request_epochs_are_the_offline_epochs():
+    """The endpoint's epochs of request datetimes (epoch_seconds_of) are the lake's (epoch_seconds):
+    whole seconds, floored, before 1970 included (int(dt.timestamp()) rounded those toward zero)."""
+    from datetime import datetime
+
+    from vigil.features import epoch_seconds, epoch_seconds_of
+
+    when = [datetime(2025, 6, 1, 10, 0, 0), datetime(2025, 6, 1, 23, 59, 59, 999_999), datetime(1969, 12, 31, 23, 59, 59, 500_000),
+            datetime(2000, 1, 1), datetime(9999, 12, 31, 23, 59, 59)]
+    got = epoch_seconds_of(when)
+    assert got.dtype == np.int64 and got.tolist() == epoch_seconds(pd.Series(when[:4])).tolist() + [253402300799]
+    assert got[2] == -1 and epoch_seconds_of([]).tolist() == []
