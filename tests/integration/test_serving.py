@@ -185,15 +185,42 @@ def test_new_promotion_is_picked_up_without_restart(server, pipeline_home):
 def test_in_process_through_to_asgi(pipeline_home):
     from starlette.testclient import TestClient
 
-    from serving.service import FraudScorer
+    from serving.guard import DIRECT
+    from serving.service import FraudScorer, ServiceUnavailable
 
     allow_test_key(pipeline_home["paths"].root)
     body = replay_bodies(pipeline_home, 1)[0]
     with TestClient(FraudScorer.to_asgi(), headers=AUTH) as c:
         ok = c.post("/score", json=body)
         bad = c.post("/score", json={**body, "tx_amount": 0})
+        direct = DIRECT.pop("/score")  # the guard answers /score itself; without it, BentoML's path
+        try:
+            through_bentoml = c.post("/score", json={**body, "transaction_id": body["transaction_id"] + 1})
+            bad_bentoml = c.post("/score", json={**body, "tx_amount": 0})
+        finally:
+            DIRECT["/score"] = direct
+
+        async def broken(tx):
+            raise RuntimeError("a bug")
+
+        async def unavailable(tx):
+            raise ServiceUnavailable("no model promoted to production yet")
+
+        answers = []
+        for fn in (broken, unavailable):
+            DIRECT["/score"] = fn
+            try:
+                answers.append(c.post("/score", json=body))
+            finally:
+                DIRECT["/score"] = direct
     assert ok.status_code == 200 and ok.json()["transaction_id"] == body["transaction_id"]
     assert bad.status_code == 400 and "tx_amount" in bad.text
+    assert through_bentoml.status_code == 200 and set(through_bentoml.json()) == set(ok.json())
+    assert through_bentoml.json()["transaction_id"] == body["transaction_id"] + 1
+    assert bad_bentoml.status_code == 400 and bad_bentoml.json() == bad.json()  # the guard refuses before either path
+    assert [a.status_code for a in answers] == [500, 503]
+    assert answers[0].json() == {"error": "internal server error", "detail": ""}
+    assert answers[1].json() == {"error": "service unavailable", "detail": "no model promoted to production yet"}
 
 
 def test_rate_limit_per_key_in_process(pipeline_home, monkeypatch):
