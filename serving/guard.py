@@ -18,9 +18,11 @@ import logging
 import threading
 import time
 from contextvars import ContextVar
+from http import HTTPStatus
 from pathlib import Path
 
 import anyio
+from bentoml.exceptions import BentoMLException
 from pydantic import TypeAdapter, ValidationError
 
 from serving.schema import BatchFields, Transaction
@@ -278,11 +280,10 @@ class Guard:
             try:
                 content = await direct(parsed.__dict__)
             except Exception as exc:  # as BentoML answers a BentoMLException (503: no model, too late), else a 500
-                code = int(getattr(exc, "error_code", 500))
+                code = int(exc.error_code) if isinstance(exc, BentoMLException) else 500
                 if code == 500 and self.log_budget.allow()[0]:  # a bug: its traceback, within the log budget
                     log.error("%s failed", path, exc_info=exc)
-                raise Refused(code, "service unavailable" if code == 503 else "internal server error",
-                              str(exc)[:300] if code != 500 else "") from None
+                raise Refused(code, HTTPStatus(code).phrase.lower(), str(exc)[:300] if code != 500 else "") from None
             await counted_send({"type": "http.response.start", "status": 200, "headers": [
                 (b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]})
             await counted_send({"type": "http.response.body", "body": content})

@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import time
+from http import HTTPStatus
 
 import anyio
 import bentoml
@@ -60,7 +61,7 @@ def rendered(content: bytes) -> Response:
 
 
 class ServiceUnavailable(bentoml.exceptions.BentoMLException):
-    error_code = 503
+    error_code = HTTPStatus.SERVICE_UNAVAILABLE  # an HTTPStatus: BentoML reads error_code.value (a bare 503 made its answer a 500)
 
 
 SETTINGS = Settings.from_env()
@@ -99,6 +100,8 @@ class FraudScorer:
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
+        if DIRECT.get("/score") == self.score_one:  # a later service in this process registers its own
+            DIRECT.pop("/score", None)
         self.scorer.close()  # fsync and close the prediction log
         gc.unfreeze()
 

@@ -54,7 +54,12 @@ def host_key() -> str:
         features = llvm.get_host_cpu_features().flatten()
     except RuntimeError:  # as lleaves does: LLVM cannot tell, it compiles for the bare CPU name
         features = ""
-    return hashlib.sha256(f"{llvm.get_process_triple()}|{llvm.get_host_cpu_name()}|{features}".encode()).hexdigest()[:12]
+    from importlib.metadata import version
+
+    # and the compiler's versions: a library outlives an image upgrade on a volume, and lleaves
+    # loads a cached object without any check, so another version's entry function is never called
+    target = f"{llvm.get_process_triple()}|{llvm.get_host_cpu_name()}|{features}|{version('lleaves')}|{version('llvmlite')}"
+    return hashlib.sha256(target.encode()).hexdigest()[:12]
 
 
 def cached(model: FraudModel, cache_dir: Path) -> Path:
@@ -62,23 +67,21 @@ def cached(model: FraudModel, cache_dir: Path) -> Path:
 
 
 def compile_model(model: FraudModel, cache_dir: Path):
-    """The compiled predictor of ``model`` (cached in ``cache_dir``)."""
-    import lleaves
-
+    """The compiled predictor of ``model`` (cached in ``cache_dir``, with its sha256 as the
+    endpoint's :class:`ServingEngine` writes and checks it: the two share the cache)."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cached(model, cache_dir)
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
         model_file = Path(tmp) / "booster.txt"
         model.booster.save_model(str(model_file))
-        compiled = lleaves.Model(model_file=str(model_file))
-        if target.exists():
-            compiled.compile(cache=str(target))
-        else:  # compile beside, then move in: a concurrent reader never loads half a library
-            part = Path(tmp) / "model.so"
-            compiled.compile(cache=str(part))
-            os.replace(part, target)
-    return compiled
+        data = verified(target)
+        if data is None:  # never built, or torn, altered or without its digest: built (again)
+            compile_file(model_file, target)
+            data = verified(target)
+            if data is None:
+                raise RuntimeError(f"{target.name}: the build left no library matching its sha256")
+        return load_bytes(model_file, data, Path(tmp))
 
 
 def predictor(model: FraudModel, x: np.ndarray, cache_dir: Path, engine: str = "auto"):
@@ -110,10 +113,28 @@ def predictor(model: FraudModel, x: np.ndarray, cache_dir: Path, engine: str = "
 SERVING_MIN_ROWS = 256  # a /score_batch this large is scored by the compiled booster once it is ready
 SPOT_ROWS = 32  # rows of every such batch scored by LightGBM too: a difference drops the compiled booster
 COMPILE_TIMEOUT_S = 900
+RETRY_FIRST_S, RETRY_MAX_S = 60.0, 3600.0  # a failed build is tried again after this, doubling
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def verified(target: Path) -> bytes | None:
+    """The library's bytes when its ``.sha256`` says they are whole and unaltered; else None."""
+    try:
+        data, digest = Path(target).read_bytes(), Path(target).with_suffix(".sha256").read_text().strip()
+    except FileNotFoundError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == digest else None
+
+
+def load_bytes(model_file: Path, data: bytes, folder: Path):
+    """lleaves' predictor from library bytes already checked, through a private copy in ``folder``:
+    the bytes checked are the bytes loaded, whatever happens to the cached file meanwhile."""
+    import lleaves
+
+    private = Path(folder) / "loaded.so"
+    private.write_bytes(data)
+    compiled = lleaves.Model(model_file=str(model_file))
+    compiled.compile(cache=str(private))
+    return compiled
 
 
 def compile_file(model_file: Path, target: Path) -> None:
@@ -126,7 +147,7 @@ def compile_file(model_file: Path, target: Path) -> None:
         part = Path(tmp) / "model.so"
         lleaves.Model(model_file=str(model_file)).compile(cache=str(part))
         digest = Path(tmp) / "digest"
-        digest.write_text(_digest(part) + "\n")
+        digest.write_text(hashlib.sha256(part.read_bytes()).hexdigest() + "\n")
         os.replace(digest, target.with_suffix(".sha256"))
         os.replace(part, target)
 
@@ -140,9 +161,11 @@ class ServingEngine:
     never compiles), in a child process at the lowest CPU priority (requests keep the cores); one
     worker compiles per model and host (a file lock; the others wait for its library). Until the
     library is loaded, and for smaller requests, LightGBM scores. Before a library is loaded its
-    sha256 is checked; on every batch it scores, ``SPOT_ROWS`` rows are scored by LightGBM too and a
-    difference over ``TOLERANCE`` drops the library for good (that batch is scored by LightGBM): the
-    engine changes speed, never scores."""
+    sha256 is checked (one that does not match, or has none, is built again) and the checked bytes
+    are what is loaded; a build that fails (it may time out at nice 19 on busy cores) is tried again
+    after a backoff. On every batch it scores, ``SPOT_ROWS`` rows are scored by LightGBM too and a
+    difference over ``TOLERANCE`` (or an error) drops the library for good, and LightGBM scores
+    that batch: the engine changes speed, never scores."""
 
     def __init__(self, model: FraudModel, cache_dir: Path, min_rows: int = SERVING_MIN_ROWS):
         self.model, self.cache_dir, self.min_rows = model, Path(cache_dir), min_rows
@@ -150,10 +173,15 @@ class ServingEngine:
         self.state = "lightgbm"  # -> compiling -> compiled, or failed: <why>
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._retry_at: float | None = None  # a build that failed is tried again from then on
+        self._backoff = RETRY_FIRST_S
 
     def start(self) -> threading.Thread | None:
-        """Begin preparing the library (once); the thread, for tests to wait on."""
+        """Begin preparing the library (once, or again once a failed build's backoff has passed);
+        the thread, for tests to wait on."""
         with self._lock:
+            if self._retry_at is not None and time.monotonic() >= self._retry_at:
+                self._thread, self._retry_at, self.state = None, None, "lightgbm"
             if self._thread is None and self.state == "lightgbm":
                 self.state = "compiling"
                 self._thread = threading.Thread(target=self._prepare, name="vigil-compile", daemon=True)
@@ -164,38 +192,43 @@ class ServingEngine:
         try:
             import fcntl
 
-            import lleaves
-
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             target = cached(self.model, self.cache_dir)
             with tempfile.TemporaryDirectory(dir=self.cache_dir) as tmp:
                 model_file = Path(tmp) / "booster.txt"
                 self.model.booster.save_model(str(model_file))
-                if not target.exists():
+                data = verified(target)
+                if data is None:
                     with open(target.with_suffix(".lock"), "w") as lock:
-                        fcntl.flock(lock, fcntl.LOCK_EX)  # another worker compiling it: wait for its library
-                        if not target.exists():
+                        fcntl.flock(lock, fcntl.LOCK_EX)  # another worker building it: wait for its library
+                        data = verified(target)
+                        if data is None:  # never built, or torn, altered or without its digest: built (again)
                             t0 = time.monotonic()
                             subprocess.run([sys.executable, "-m", "vigil.compiled", str(model_file), str(target)],
                                            check=True, capture_output=True, timeout=COMPILE_TIMEOUT_S)
                             log.info("compiled the booster in %.1f s: %s", time.monotonic() - t0, target.name)
-                digest = target.with_suffix(".sha256")
-                if not digest.exists() or digest.read_text().strip() != _digest(target):
-                    raise ValueError(f"{target.name} does not match its sha256 (a torn or altered file); not loaded")
-                compiled = lleaves.Model(model_file=str(model_file))
-                compiled.compile(cache=str(target))
+                            data = verified(target)
+                            if data is None:
+                                raise RuntimeError(f"{target.name}: the build left no library matching its sha256")
+                compiled = load_bytes(model_file, data, Path(tmp))
             with self._lock:
                 if self.state == "compiling":
-                    self.compiled, self.state = compiled, "compiled"
+                    self.compiled, self.state, self._backoff = compiled, "compiled", RETRY_FIRST_S
             log.info("batches of %d rows or more are scored by the compiled booster %s", self.min_rows, target.name)
-        except Exception as exc:
+        except Exception as exc:  # a build that timed out (nice 19 on busy cores) or crashed: tried again later
             why = exc.stderr.decode(errors="replace")[-300:] if isinstance(exc, subprocess.CalledProcessError) else str(exc)
-            self._fail(f"{type(exc).__name__}: {why}")
+            self._fail(f"{type(exc).__name__}: {why}", retry=True)
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, why: str, retry: bool = False) -> None:
+        """LightGBM scores from now on; with ``retry``, the build is tried again after a backoff
+        (doubling, at most an hour); without, for good (a library that scored differently)."""
         with self._lock:
             self.compiled, self.state = None, f"failed: {why}"[:400]
-        log.warning("compiled booster not used, LightGBM scores (%s)", why)
+            if retry:
+                self._retry_at = time.monotonic() + self._backoff
+                self.state += f" (tried again in {self._backoff:.0f} s)"
+                self._backoff = min(self._backoff * 2, RETRY_MAX_S)
+        log.warning("compiled booster not used, LightGBM scores (%s)", self.state)
 
     def predict(self, imputed: np.ndarray) -> np.ndarray | None:
         """Scores of ``imputed`` rows from the compiled booster, or None (LightGBM's turn): a small
@@ -207,7 +240,11 @@ class ServingEngine:
         if compiled is None:
             self.start()
             return None
-        out = compiled.predict(imputed, n_jobs=1)  # one core: the other worker has the other
+        try:
+            out = compiled.predict(imputed, n_jobs=1)  # one core: the other worker has the other
+        except Exception as exc:
+            self._fail(f"the compiled booster raised {type(exc).__name__}: {exc}")
+            return None
         spot = np.linspace(0, n - 1, min(SPOT_ROWS, n)).astype(np.int64)
         gap = float(np.max(np.abs(out[spot] - self.model.booster.predict(imputed[spot], num_threads=1))))
         if not gap <= TOLERANCE:  # NaN included
@@ -218,8 +255,13 @@ class ServingEngine:
 
 def main(argv: list[str]) -> int:
     """``python -m vigil.compiled MODEL_FILE TARGET``: the child process of :class:`ServingEngine`,
-    at the lowest CPU priority (the server's requests keep the cores)."""
+    at the lowest CPU priority (the server's requests keep the cores), and the first process the
+    kernel kills when memory runs out (not the worker that started it)."""
     os.nice(19)
+    try:
+        Path("/proc/self/oom_score_adj").write_text("1000")
+    except OSError:  # not Linux, or not allowed: the build runs all the same
+        pass
     compile_file(Path(argv[0]), Path(argv[1]))
     return 0
 

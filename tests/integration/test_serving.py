@@ -213,6 +213,12 @@ def test_in_process_through_to_asgi(pipeline_home):
                 answers.append(c.post("/score", json=body))
             finally:
                 DIRECT["/score"] = direct
+        scorer = direct.__self__.scorer  # the service instance behind the registered coroutine
+        deployed, scorer.deployed = scorer.deployed, None  # no model: both routes say so the same way
+        try:
+            no_model = [c.post("/score", json=body), c.post("/score_batch", json={"transactions": [body]})]
+        finally:
+            scorer.deployed = deployed
     assert ok.status_code == 200 and ok.json()["transaction_id"] == body["transaction_id"]
     assert bad.status_code == 400 and "tx_amount" in bad.text
     assert through_bentoml.status_code == 200 and set(through_bentoml.json()) == set(ok.json())
@@ -221,6 +227,10 @@ def test_in_process_through_to_asgi(pipeline_home):
     assert [a.status_code for a in answers] == [500, 503]
     assert answers[0].json() == {"error": "internal server error", "detail": ""}
     assert answers[1].json() == {"error": "service unavailable", "detail": "no model promoted to production yet"}
+    assert [r.status_code for r in no_model] == [503, 503], [r.text for r in no_model]
+    # JSON both (a bare 503 error_code once made BentoML's answer a 500 with a traceback); BentoML
+    # keeps a 5xx's message to the server log, the guard's direct /score names it
+    assert "no model promoted" in no_model[0].json()["detail"] and "error" in no_model[1].json()
 
 
 def test_rate_limit_per_key_in_process(pipeline_home, monkeypatch):

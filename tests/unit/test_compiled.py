@@ -72,9 +72,37 @@ def test_serving_engine_refuses_an_altered_library_and_one_that_disagrees(model,
     assert first.predict(m.impute(x)) is None and first.state.startswith("failed: differs from LightGBM by 1e-06")
     assert first.predict(m.impute(x)) is None  # dropped for good: LightGBM scores from then on
     target = compiled.cached(m, tmp_path)
-    data = bytearray(target.read_bytes())
+    good = target.read_bytes()
+    data = bytearray(good)
     data[len(data) // 2] ^= 0xFF
-    target.write_bytes(bytes(data))
+    target.write_bytes(bytes(data))  # torn or altered: never loaded, built again
+    assert compiled.verified(target) is None
     altered = compiled.ServingEngine(m, tmp_path, min_rows=100)
-    altered.start().join(timeout=60)
-    assert altered.compiled is None and "does not match its sha256" in altered.state
+    altered.start().join(timeout=300)
+    assert altered.state == "compiled" and target.read_bytes() == good
+    target.with_suffix(".sha256").unlink()  # a library without its digest (an older `vigil score`): built again
+    again = compiled.ServingEngine(m, tmp_path, min_rows=100)
+    again.start().join(timeout=300)
+    assert again.state == "compiled" and compiled.verified(target) == good
+    np.testing.assert_allclose(again.predict(m.impute(x)), m.predict(x), rtol=0, atol=1e-12)
+
+    class Raises:
+        def predict(self, rows, n_jobs=1):
+            raise ValueError("broken library")
+
+    again.compiled = Raises()  # an error is LightGBM's turn, not a failed batch
+    assert again.predict(m.impute(x)) is None and "raised ValueError" in again.state
+
+
+def test_a_failed_build_is_tried_again_after_a_backoff(model, tmp_path, monkeypatch):
+    m, x = model
+    monkeypatch.setattr(compiled, "COMPILE_TIMEOUT_S", 0.01)  # the build cannot finish: as at nice 19 on busy cores
+    engine = compiled.ServingEngine(m, tmp_path, min_rows=100)
+    engine.start().join(timeout=60)
+    assert engine.compiled is None and "TimeoutExpired" in engine.state and "tried again in 60 s" in engine.state
+    assert engine.predict(m.impute(x)) is None and engine.start() is not None and "failed" in engine.state  # not before
+    monkeypatch.setattr(compiled, "COMPILE_TIMEOUT_S", 900)
+    engine._retry_at = 0.0  # the backoff has passed
+    engine.start().join(timeout=300)
+    assert engine.state == "compiled" and engine._backoff == compiled.RETRY_FIRST_S
+    np.testing.assert_allclose(engine.predict(m.impute(x)), m.predict(x), rtol=0, atol=1e-12)
