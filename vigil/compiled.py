@@ -75,13 +75,7 @@ def compile_model(model: FraudModel, cache_dir: Path):
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
         model_file = Path(tmp) / "booster.txt"
         model.booster.save_model(str(model_file))
-        data = verified(target)
-        if data is None:  # never built, or torn, altered or without its digest: built (again)
-            compile_file(model_file, target)
-            data = verified(target)
-            if data is None:
-                raise RuntimeError(f"{target.name}: the build left no library matching its sha256")
-        return load_bytes(model_file, data, Path(tmp))
+        return load_bytes(model_file, library(model_file, target, compile_file), Path(tmp))
 
 
 def predictor(model: FraudModel, x: np.ndarray, cache_dir: Path, engine: str = "auto"):
@@ -123,6 +117,25 @@ def verified(target: Path) -> bytes | None:
     except FileNotFoundError:
         return None
     return data if hashlib.sha256(data).hexdigest() == digest else None
+
+
+def library(model_file: Path, target: Path, build) -> bytes:
+    """The checked bytes of ``target``'s library; when it was never built, or is torn, altered or
+    without its digest, ``build(model_file, target)`` builds it (again) first, under a file lock:
+    another process building it is waited for, and its library used."""
+    import fcntl
+
+    data = verified(target)
+    if data is None:
+        with open(Path(target).with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data = verified(target)
+            if data is None:
+                build(model_file, target)
+                data = verified(target)
+                if data is None:
+                    raise RuntimeError(f"{Path(target).name}: the build left no library matching its sha256")
+    return data
 
 
 def load_bytes(model_file: Path, data: bytes, folder: Path):
@@ -190,27 +203,12 @@ class ServingEngine:
 
     def _prepare(self) -> None:
         try:
-            import fcntl
-
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             target = cached(self.model, self.cache_dir)
             with tempfile.TemporaryDirectory(dir=self.cache_dir) as tmp:
                 model_file = Path(tmp) / "booster.txt"
                 self.model.booster.save_model(str(model_file))
-                data = verified(target)
-                if data is None:
-                    with open(target.with_suffix(".lock"), "w") as lock:
-                        fcntl.flock(lock, fcntl.LOCK_EX)  # another worker building it: wait for its library
-                        data = verified(target)
-                        if data is None:  # never built, or torn, altered or without its digest: built (again)
-                            t0 = time.monotonic()
-                            subprocess.run([sys.executable, "-m", "vigil.compiled", str(model_file), str(target)],
-                                           check=True, capture_output=True, timeout=COMPILE_TIMEOUT_S)
-                            log.info("compiled the booster in %.1f s: %s", time.monotonic() - t0, target.name)
-                            data = verified(target)
-                            if data is None:
-                                raise RuntimeError(f"{target.name}: the build left no library matching its sha256")
-                compiled = load_bytes(model_file, data, Path(tmp))
+                compiled = load_bytes(model_file, library(model_file, target, _build_in_child), Path(tmp))
             with self._lock:
                 if self.state == "compiling":
                     self.compiled, self.state, self._backoff = compiled, "compiled", RETRY_FIRST_S
@@ -230,16 +228,18 @@ class ServingEngine:
                 self._backoff = min(self._backoff * 2, RETRY_MAX_S)
         log.warning("compiled booster not used, LightGBM scores (%s)", self.state)
 
-    def predict(self, imputed: np.ndarray) -> np.ndarray | None:
-        """Scores of ``imputed`` rows from the compiled booster, or None (LightGBM's turn): a small
-        request, a library not ready, or one that disagrees with LightGBM on this batch's rows."""
-        n = len(imputed)
+    def predict(self, x: np.ndarray) -> np.ndarray | None:
+        """Scores of rows ``x`` (NaN: missing) from the compiled booster, or None (LightGBM's turn,
+        nothing imputed here): a small request, a library not ready, or one that disagrees with
+        LightGBM on this batch's rows."""
+        n = len(x)
         if n < self.min_rows:
             return None
         compiled = self.compiled
         if compiled is None:
             self.start()
             return None
+        imputed = self.model.impute(x)
         try:
             out = compiled.predict(imputed, n_jobs=1)  # one core: the other worker has the other
         except Exception as exc:
@@ -251,6 +251,13 @@ class ServingEngine:
             self._fail(f"differs from LightGBM by {gap:.3g} on {len(spot)} rows of a batch")
             return None
         return out
+
+
+def _build_in_child(model_file: Path, target: Path) -> None:
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-m", "vigil.compiled", str(model_file), str(target)],
+                   check=True, capture_output=True, timeout=COMPILE_TIMEOUT_S)
+    log.info("compiled the booster in %.1f s: %s", time.monotonic() - t0, Path(target).name)
 
 
 def main(argv: list[str]) -> int:

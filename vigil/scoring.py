@@ -119,7 +119,7 @@ class Deployed:
         """The model's scores of ``x``: the compiled booster's for a batch once it is ready (the
         same scores, spot-checked against LightGBM on every batch), else LightGBM's."""
         if self.engine is not None and len(x) >= self.engine.min_rows:
-            out = self.engine.predict(self.model.impute(x))
+            out = self.engine.predict(x)
             if out is not None:
                 return out
         return self.model.predict(x)

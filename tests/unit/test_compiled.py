@@ -43,14 +43,14 @@ def test_serving_engine_compiles_off_the_request_path_and_scores_as_lightgbm(mod
     m, x = model
     engine = compiled.ServingEngine(m, tmp_path, min_rows=100)
     d = Deployed("t", m, None, "now", engine)
-    assert engine.predict(m.impute(x[:99])) is None and engine.state == "lightgbm"  # too small: never starts
+    assert engine.predict(x[:99]) is None and engine.state == "lightgbm"  # too small: never starts
     np.testing.assert_array_equal(d.predict(x), m.predict(x))  # the first batch starts the build, LightGBM answers
     engine.start().join(timeout=300)
     assert engine.state == "compiled", engine.state
     target = compiled.cached(m, tmp_path)
     assert target.exists() and target.with_suffix(".sha256").exists() and compiled.host_key() in target.name
     np.testing.assert_allclose(d.predict(x), m.predict(x), rtol=0, atol=1e-12)
-    assert engine.predict(m.impute(x)) is not None
+    assert engine.predict(x) is not None
     # a second worker loads the library the first built (no second build)
     other = compiled.ServingEngine(m, tmp_path, min_rows=100)
     mtime = target.stat().st_mtime_ns
@@ -69,8 +69,8 @@ def test_serving_engine_refuses_an_altered_library_and_one_that_disagrees(model,
             return m.booster.predict(rows) + 1e-6
 
     first.compiled = Off()
-    assert first.predict(m.impute(x)) is None and first.state.startswith("failed: differs from LightGBM by 1e-06")
-    assert first.predict(m.impute(x)) is None  # dropped for good: LightGBM scores from then on
+    assert first.predict(x) is None and first.state.startswith("failed: differs from LightGBM by 1e-06")
+    assert first.predict(x) is None  # dropped for good: LightGBM scores from then on
     target = compiled.cached(m, tmp_path)
     good = target.read_bytes()
     data = bytearray(good)
@@ -84,14 +84,14 @@ def test_serving_engine_refuses_an_altered_library_and_one_that_disagrees(model,
     again = compiled.ServingEngine(m, tmp_path, min_rows=100)
     again.start().join(timeout=300)
     assert again.state == "compiled" and compiled.verified(target) == good
-    np.testing.assert_allclose(again.predict(m.impute(x)), m.predict(x), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(again.predict(x), m.predict(x), rtol=0, atol=1e-12)
 
     class Raises:
         def predict(self, rows, n_jobs=1):
             raise ValueError("broken library")
 
     again.compiled = Raises()  # an error is LightGBM's turn, not a failed batch
-    assert again.predict(m.impute(x)) is None and "raised ValueError" in again.state
+    assert again.predict(x) is None and "raised ValueError" in again.state
 
 
 def test_a_failed_build_is_tried_again_after_a_backoff(model, tmp_path, monkeypatch):
@@ -100,9 +100,9 @@ def test_a_failed_build_is_tried_again_after_a_backoff(model, tmp_path, monkeypa
     engine = compiled.ServingEngine(m, tmp_path, min_rows=100)
     engine.start().join(timeout=60)
     assert engine.compiled is None and "TimeoutExpired" in engine.state and "tried again in 60 s" in engine.state
-    assert engine.predict(m.impute(x)) is None and engine.start() is not None and "failed" in engine.state  # not before
+    assert engine.predict(x) is None and engine.start() is not None and "failed" in engine.state  # not before
     monkeypatch.setattr(compiled, "COMPILE_TIMEOUT_S", 900)
     engine._retry_at = 0.0  # the backoff has passed
     engine.start().join(timeout=300)
     assert engine.state == "compiled" and engine._backoff == compiled.RETRY_FIRST_S
-    np.testing.assert_allclose(engine.predict(m.impute(x)), m.predict(x), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(engine.predict(x), m.predict(x), rtol=0, atol=1e-12)
