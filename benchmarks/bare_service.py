@@ -1,8 +1,9 @@
 """The baseline of ``benchmarks/serving.py``: the least a BentoML service can do per request — one
 typed ``@bentoml.api`` taking the same five fields as Vigil's ``/score`` and answering
 ``Booster.predict`` of the promoted model on one fixed feature row (no feature store, no policy,
-no log, no guard). Same workers, and the same ``gc.freeze()`` once loaded, and threads as Vigil's service (the same ``VIGIL_SERVING_*``
-variables); ``BARE_ASYNC=1`` makes the handler ``async``.
+no log, no guard). Same workers, and the same ``gc.freeze()`` once loaded, threads and tracing
+(BentoML's OpenTelemetry middleware, ``serving.tracing``) as Vigil's service (the same
+``VIGIL_SERVING_*`` variables); ``BARE_ASYNC=1`` makes the handler ``async``.
 
     BARE_BOOSTER=<model.txt> BARE_ROW='[...]' python -m bentoml serve benchmarks.bare_service:Bare
 """
@@ -17,6 +18,9 @@ from datetime import datetime
 import bentoml
 import lightgbm as lgb
 import numpy as np
+
+from serving.tracing import tracing_config
+from vigil.settings import Settings
 
 WORKERS = int(os.environ.get("VIGIL_SERVING_WORKERS", "2") or 2)  # Vigil's defaults
 THREADS = int(os.environ.get("VIGIL_SERVING_THREADS", "4") or 4)
@@ -33,7 +37,7 @@ class _Bare:
 
 
 CONFIG = dict(name="bare_booster", workers=WORKERS, threads=THREADS, traffic={"timeout": 10},
-              logging={"access": {"enabled": False}}, metrics={"enabled": False})
+              logging={"access": {"enabled": False}}, metrics={"enabled": False}, **tracing_config(Settings.from_env()))
 
 
 @bentoml.service(**CONFIG)

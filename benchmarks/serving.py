@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 RATES = (200, 500, 1000)
 P99_LIMIT_MS = 25.0
+PICK = "round-robin"  # loadgen --pick: requests spread over the open connections, as a load balancer does (main)
 LADDER = (100, 150, 200, 250, 300, 360, 430, 500, 600, 700, 850, 1000, 1200, 1450, 1750, 2100, 2500, 3000, 3600)
 TARGETS = {"vigil": {"sync": "serving.service:FraudScorer", "async": "serving.service:FraudScorer"},
            "bare": {"sync": "benchmarks.bare_service:Bare", "async": "benchmarks.bare_service:BareAsync"}}
@@ -184,7 +185,7 @@ def load(server: Server, bodies_file: Path, key: str, rate: float, duration: flo
     n = int(rate * duration)
     cmd = [sys.executable, str(HERE / "loadgen.py"), "--url", f"{server.url}/score", "--bodies", str(bodies_file),
            "--rate", str(rate), "--duration", str(duration), "--id-base", str(next_ids(n)),
-           "--header", f"Authorization: Bearer {key}", "--timeout", str(timeout)]
+           "--header", f"Authorization: Bearer {key}", "--timeout", str(timeout), "--pick", PICK]
     c0 = family_cpu(server.proc)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
     r = json.loads(out.stdout.strip().splitlines()[-1])

@@ -19,6 +19,7 @@ import bentoml
 from starlette.responses import Response
 
 from serving import header_timeout
+from serving.tracing import tracing_config
 from serving.bulk_metrics import count_many, observe_many
 from serving.guard import CLIENT_GONE, DIRECT, VALIDATED_BATCH, Guard
 from serving.schema import Amount, Id, Score, Timestamp, Transaction, set_window
@@ -66,6 +67,7 @@ class ServiceUnavailable(bentoml.exceptions.BentoMLException):
 
 SETTINGS = Settings.from_env()
 TIMEOUT_S = 10
+TRACING = tracing_config(SETTINGS)
 header_timeout.install(SETTINGS.serving_header_timeout)
 
 
@@ -76,6 +78,7 @@ header_timeout.install(SETTINGS.serving_header_timeout)
     traffic={"timeout": TIMEOUT_S},
     logging={"access": {"enabled": False}},
     metrics={"enabled": False},  # serving.guard.RouteMetrics labels by route template, never by raw path
+    **TRACING,
 )
 class FraudScorer:
     def __init__(self) -> None:
@@ -147,7 +150,7 @@ class FraudScorer:
             try:
                 return self._score([tx], wait=False).rendered[0]
             except IntradayBusy:  # a batch or another process is writing the lists: wait on a thread
-                pass
+                self.scorer.counters["intraday_busy"] += 1
         return (await self._off_loop([tx])).rendered[0]
 
     @bentoml.api

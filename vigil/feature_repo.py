@@ -283,6 +283,7 @@ class OnlineReader:
         self.join_keys = {v.name: v.key for v in ONLINE_VIEWS}
         self._memo: dict[bytes, float] = {}
         self._prefix: dict[str, bytes | None] = {}
+        self._tables: dict[str, str] = {}
         self._local = threading.local()
         self.cache = cache  # the snapshot views' rows (read_matrix), local SQLite store only
 
@@ -326,11 +327,14 @@ class OnlineReader:
         return prefix if all(self._serialize(join_key, i) == prefix + _INT64.pack(i) for i in probes) else None
 
     def sqlite_table(self, view: str) -> str:
-        """The quoted name of Feast's SQLite table of ``view``."""
-        from feast.infra.online_stores.sqlite import _quote_id, _table_id
+        """The quoted name of Feast's SQLite table of ``view`` (named once: a request asks twice)."""
+        table = self._tables.get(view)
+        if table is None:
+            from feast.infra.online_stores.sqlite import _quote_id, _table_id
 
-        return _quote_id(_table_id(self.config.project, self.views[view],
-                                   self.config.registry.enable_online_feature_view_versioning))
+            table = self._tables[view] = _quote_id(_table_id(self.config.project, self.views[view],
+                                                             self.config.registry.enable_online_feature_view_versioning))
+        return table
 
     def _sqlite_rows(self, view: str, keys: list[bytes]) -> list[tuple]:
         """``(entity_key, feature_name, value)`` of ``keys`` from Feast's SQLite table of ``view``,
@@ -452,6 +456,11 @@ def _python_value(pv):
 INTRADAY_LOCK_TTL_MS = 2_000  # a lock whose holder died expires after this
 INTRADAY_LOCK_WAIT_S = 1.0  # past this the request is scored degraded, not held up
 INTRADAY_SQLITE_WAIT_S = 5.0  # SQLite: another process's write transaction (a materialization's chunk, a batch)
+# wait=False (a /score on the event loop): the other worker's transaction (a /score's takes ~0.1 ms)
+# is given this long, in naps of INTRADAY_BRIEF_NAP_S, before IntradayBusy sends the request to a
+# thread: with two workers at 1,000 req/s, 22 % of requests found the lists held, and the hop to a
+# thread (the request's work done again there) cost more CPU than the wait (benchmarks/README.md)
+INTRADAY_BRIEF_WAIT_S, INTRADAY_BRIEF_NAP_S = 0.0004, 0.00005
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
@@ -472,14 +481,17 @@ class IntradayBusy(RuntimeError):
     harmless (the endpoint's event loop must not wait; one of its threads may)."""
 
 
-def _begin_immediate(conn, wait_s: float) -> None:
+def _begin_immediate(conn, wait_s: float, brief: bool = False) -> None:
     """``BEGIN IMMEDIATE``, retried every 0.5-5 ms for up to ``wait_s`` while another connection
-    writes; 0: :class:`IntradayBusy` at once. Not SQLite's own busy handler: its sleeps grow to
+    writes (past it :class:`IntradayLocked`). Not SQLite's own busy handler: its sleeps grow to
     100 ms, so under a steady writer (a materialization's chunks) a waiter kept missing the gaps
-    (p99 0.75 s at 200 req/s during online writes, benchmarks/README.md)."""
+    (p99 0.75 s at 200 req/s during online writes, benchmarks/README.md). ``brief``: retried every
+    INTRADAY_BRIEF_NAP_S for up to INTRADAY_BRIEF_WAIT_S, then :class:`IntradayBusy`."""
     import sqlite3
 
-    deadline, pause = time.monotonic() + wait_s, 0.0005
+    if brief:
+        wait_s = INTRADAY_BRIEF_WAIT_S
+    deadline, pause = time.monotonic() + wait_s, INTRADAY_BRIEF_NAP_S if brief else 0.0005
     conn.execute("PRAGMA busy_timeout=0")
     try:
         while True:
@@ -489,12 +501,15 @@ def _begin_immediate(conn, wait_s: float) -> None:
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
-                if not wait_s:
-                    raise IntradayBusy(str(exc)) from exc
                 if time.monotonic() > deadline:
+                    if brief:
+                        raise IntradayBusy(str(exc)) from exc
                     raise IntradayLocked(f"intraday lists locked by another writer for over {wait_s} s") from exc
-            time.sleep(pause * (1 + random.random()))
-            pause = min(pause * 2, 0.005)
+            if brief:
+                time.sleep(pause)
+            else:
+                time.sleep(pause * (1 + random.random()))
+                pause = min(pause * 2, 0.005)
     finally:
         conn.execute("PRAGMA busy_timeout=5000")
 
@@ -521,11 +536,12 @@ class IntradayStore:
         SQLite, one write transaction (``BEGIN IMMEDIATE``; the write inside commits it); Redis, a
         lock key per card (``SET NX PX``, all or none, released only by its holder). Past
         ``INTRADAY_SQLITE_WAIT_S``: :class:`IntradayLocked`; past ``INTRADAY_LOCK_WAIT_S``: :class:`CardsLocked`.
-        ``wait=False``: :class:`IntradayBusy` at once if another thread or worker holds them."""
+        ``wait=False``: :class:`IntradayBusy` if another thread or worker holds them (SQLite: after
+        INTRADAY_BRIEF_WAIT_S; Redis: at once)."""
         kind = getattr(self.config.online_store, "type", "")
         if kind == "sqlite":  # the connection write() uses
             conn = self.reader.sqlite_conn() if self._sqlite() else self.reader.online_store._get_conn(self.config)
-            _begin_immediate(conn, INTRADAY_SQLITE_WAIT_S if wait else 0.0)
+            _begin_immediate(conn, INTRADAY_SQLITE_WAIT_S, brief=not wait)
             try:
                 yield
             except BaseException:

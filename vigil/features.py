@@ -96,19 +96,24 @@ def request_features(epoch_seconds: np.ndarray, tx_amount: np.ndarray, customer_
     Plain numpy, so the endpoint pays microseconds for one row and training the same code for a
     million. 1970-01-01 was a Thursday (weekday 3).
     """
-    secs = np.asarray(epoch_seconds, dtype=np.int64)
-    amount = np.asarray(tx_amount, dtype=np.float64)
-    avg = np.asarray(customer_avg_30d, dtype=np.float64)
-    weekday = (secs // 86_400 + 3) % 7
-    hour = (secs % 86_400) // 3600
-    std = np.full_like(avg, np.nan) if customer_std_30d is None else np.asarray(customer_std_30d, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(avg > MIN_STD, amount / avg, np.nan)  # a mean of real amounts is >= 0.01
-        # a spread (or mean) under MIN_STD is float noise of identical amounts (a real spread is
-        # >= ~0.005 in cents): none, NaN, never a z-score of 1e15 or inf
-        zscore = np.where(std > MIN_STD, (amount - avg) / std, np.nan)
-    return np.column_stack([amount, (weekday >= 5).astype(np.float64), (hour < NIGHT_END_HOUR).astype(np.float64),
-                            hour.astype(np.float64), ratio, zscore])
+    secs = np.asarray(epoch_seconds, dtype=np.int64).reshape(-1)
+    amount = np.asarray(tx_amount, dtype=np.float64).reshape(-1)
+    avg = np.asarray(customer_avg_30d, dtype=np.float64).reshape(-1)
+    out = np.empty((len(secs), len(REQUEST_FEATURES)))  # filled column by column: /score's one row pays
+    hour = (secs % 86_400) // 3600                      # no stacking, no error-state context
+    out[:, 0] = amount
+    out[:, 1] = (secs // 86_400 + 3) % 7 >= 5
+    out[:, 2] = hour < NIGHT_END_HOUR
+    out[:, 3] = hour
+    out[:, 4:] = np.nan
+    # divided only where the divisor is real (a mean of real amounts is >= 0.01; a spread or mean
+    # under MIN_STD is float noise of identical amounts, a real spread is >= ~0.005 in cents):
+    # elsewhere NaN, never a z-score of 1e15 or inf
+    np.divide(amount, avg, out=out[:, 4], where=avg > MIN_STD)
+    if customer_std_30d is not None:
+        std = np.asarray(customer_std_30d, dtype=np.float64).reshape(-1)
+        np.divide(amount - avg, std, out=out[:, 5], where=std > MIN_STD)
+    return out
 
 
 _PACKED = struct.Struct("<Bq")  # format version, day; then the ids, the epochs (int64) and the amounts (float64)

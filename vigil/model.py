@@ -8,8 +8,11 @@ values, then ``Booster.predict`` with one thread. A test proves both paths give 
 
 from __future__ import annotations
 
+import ctypes
 import json
-from dataclasses import dataclass
+import threading
+import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import joblib
@@ -53,6 +56,40 @@ def build_pipeline(params: dict | None = None, seed: int = 0) -> Pipeline:
     )
 
 
+class SingleRow:
+    """LightGBM's own predictor for one row (``LGBM_BoosterPredictForMatSingleRowFast``): the same
+    C++ prediction as ``Booster.predict(x, num_threads=1)`` (tests/unit/test_model_and_policy.py holds the two
+    equal, bit for bit), set up once instead of at every call. ``Booster.predict`` builds a predictor,
+    copies its parameters and checks the data on each call: 38 us a row on the benchmark machine
+    against 15 for this (benchmarks/README.md). Calls take turns (a lock): a row takes microseconds."""
+
+    def __init__(self, booster: lgb.Booster):
+        from lightgbm.basic import _LIB, _c_str, _safe_call
+
+        self.ncol = booster.num_feature()
+        self._handle = ctypes.c_void_p()
+        num_iteration = booster.best_iteration  # what Booster.predict uses when not told
+        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+            booster._handle, ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(num_iteration),  # normal, from the 1st tree
+            ctypes.c_int(1), ctypes.c_int32(self.ncol), _c_str("num_threads=1"), ctypes.byref(self._handle)))  # float64
+        self._booster = booster  # the fast config points into it: kept alive as long as this
+        self._call, self._safe_call = _LIB.LGBM_BoosterPredictForMatSingleRowFast, _safe_call
+        self._out, self._len = np.empty(1), ctypes.c_int64()
+        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        self._lock = threading.Lock()
+        weakref.finalize(self, _LIB.LGBM_FastConfigFree, self._handle)
+
+    def predict(self, row: np.ndarray) -> np.ndarray:
+        """The score of one imputed row of ``ncol`` values, as a 1-element array."""
+        row = np.ascontiguousarray(row, dtype=np.float64)
+        if row.shape != (self.ncol,):
+            raise ValueError(f"one row of {self.ncol} features expected, got shape {row.shape}")
+        with self._lock:
+            self._safe_call(self._call(self._handle, row.ctypes.data_as(ctypes.c_void_p), ctypes.byref(self._len),
+                                       self._out_ptr))
+            return self._out.copy()
+
+
 @dataclass
 class FraudModel:
     features: list[str]
@@ -66,13 +103,23 @@ class FraudModel:
         booster = pipeline.named_steps["model"].booster_
         return cls(list(features), np.asarray(imputer.statistics_, dtype=np.float64), booster, pipeline)
 
+    _one: "SingleRow | None" = field(default=None, init=False, repr=False, compare=False)
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Fraud probability for rows of ``x`` (columns in ``self.features`` order; NaN = missing).
 
-        One thread for what a request carries (threads cost more than they save on a few rows and
-        the server runs requests in parallel); every core for a batch of past days."""
+        One row (``/score``): LightGBM's single-row predictor (:class:`SingleRow`). One thread for
+        what a request carries (threads cost more than they save on a few rows and the server runs
+        requests in parallel); every core for a batch of past days."""
         x = self.impute(x)
+        if len(x) == 1:
+            if self._one is None:
+                self._one = SingleRow(self.booster)
+            return self._one.predict(x[0])
         return self.booster.predict(x, num_threads=1 if len(x) < BATCH_ROWS else 0)
+
+    def __getstate__(self) -> dict:  # the single-row predictor holds C pointers: rebuilt where it is used
+        return {k: v for k, v in self.__dict__.items() if k != "_one"}
 
     def impute(self, x: np.ndarray) -> np.ndarray:
         """Rows as float64 with missing values replaced by the imputer's fitted fill values."""

@@ -167,7 +167,7 @@ class Scorer:
         self._rollout_seen: str | None = None
         self._stop = threading.Event()
         self.counters = {**{f"stale_{v.name}": 0 for v in FEATURE_VIEWS}, "scored": 0, "degraded": 0, "abandoned": 0,
-                         "store_skipped": 0}
+                         "store_skipped": 0, "intraday_busy": 0}
         try:
             self.reload()
         except Exception as exc:  # a corrupt production model: not ready (503), retried at every poll

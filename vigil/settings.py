@@ -91,6 +91,7 @@ class Settings:
     serving_threads: int = 4  # VIGIL_SERVING_THREADS: threads per process for batches and for a networked online store
     serving_feature_cache: int = 200_000  # VIGIL_SERVING_FEATURE_CACHE: snapshot rows a worker keeps in memory (local SQLite online store; 0: off)
     serving_compiled: str = "auto"  # VIGIL_SERVING_COMPILED: auto (batches scored by the booster compiled with lleaves, when installed, once built) or off
+    serving_tracing: str = "off"  # VIGIL_SERVING_TRACING: off (BentoML's OpenTelemetry middleware skips every route) or on (BentoML's tracing configuration applies)
     serving_on_loop: str = "auto"  # VIGIL_SERVING_ON_LOOP: auto (/score on the event loop when the online store is a local SQLite file) or never
     k8s_step_jobs: str = ""  # VIGIL_K8S_STEP_JOBS: jobs whose steps each run as a Kubernetes Job (comma-separated)
     backfill_partitions_per_run: int = 0  # VIGIL_BACKFILL_PARTITIONS_PER_RUN: days per backfill run (0: the whole range in one)
@@ -173,6 +174,7 @@ class Settings:
             serving_threads=whole("VIGIL_SERVING_THREADS", "4", 1, 256),
             serving_feature_cache=whole("VIGIL_SERVING_FEATURE_CACHE", "200000", 0, 50_000_000),
             serving_on_loop=choice("VIGIL_SERVING_ON_LOOP", "auto", ("auto", "never")),
+            serving_tracing=choice("VIGIL_SERVING_TRACING", "off", ("off", "on")),
             serving_compiled=choice("VIGIL_SERVING_COMPILED", "auto", ("auto", "off")),
             k8s_step_jobs=_names("VIGIL_K8S_STEP_JOBS", get("VIGIL_K8S_STEP_JOBS", "")),
             backfill_partitions_per_run=whole("VIGIL_BACKFILL_PARTITIONS_PER_RUN", "0", 0, 366),

@@ -25,6 +25,43 @@ def test_serving_fast_path_equals_the_sklearn_pipeline(tmp_path):
     assert loaded.predict(x.to_numpy()[0]).shape == (1,)
 
 
+def test_one_row_scores_are_booster_predicts_bit_for_bit(tmp_path):
+    """/score's one row goes through LightGBM's single-row predictor (vigil.model.SingleRow):
+    the same scores as Booster.predict, bit for bit, from any thread, after a save and load, after
+    pickling, and with a booster whose best iteration stops before its last tree."""
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    import lightgbm as lgb
+    import pytest
+
+    from vigil.model import SingleRow
+
+    x, y = data(n=4000, seed=3)
+    pipe = build_pipeline({"n_estimators": 60}).fit(x, y)
+    model = FraudModel.from_pipeline(pipe, list(x.columns))
+    rows = x.to_numpy()[:400]
+    rows[::7] = np.nan  # rows with every value missing: the imputer's fill values
+    batch = model.booster.predict(model.impute(rows), num_threads=1)
+    one = np.concatenate([model.predict(r[None, :]) for r in rows])
+    assert one.tobytes() == batch.tobytes()
+    with ThreadPoolExecutor(4) as pool:  # one predictor, calls from four threads
+        threaded = np.concatenate(list(pool.map(lambda r: model.predict(r[None, :]), rows)))
+    assert threaded.tobytes() == batch.tobytes()
+    model.save(tmp_path)
+    loaded = pickle.loads(pickle.dumps(FraudModel.load(tmp_path)))  # the pickle leaves the predictor out
+    assert np.concatenate([loaded.predict(r[None, :]) for r in rows[:50]]).tobytes() == batch[:50].tobytes()
+
+    early = lgb.Booster(model_str=model.booster.model_to_string())
+    early.best_iteration = 10  # Booster.predict's default: the best iteration, not every tree
+    stopped = FraudModel(model.features, model.fill_values, early)
+    want = early.predict(model.impute(rows[:20]), num_threads=1)
+    assert not np.array_equal(want, batch[:20])
+    assert np.concatenate([stopped.predict(r[None, :]) for r in rows[:20]]).tobytes() == want.tobytes()
+    with pytest.raises(ValueError, match="one row of 4 features"):
+        SingleRow(model.booster).predict(np.zeros(5))
+
+
 def test_policy_thresholds_and_reasons():
     p = fit_policy(np.linspace(0, 1, 1001), review_rate=0.02, decline_rate=0.005)
     assert p.decide(0.999) == DECLINE and p.decide(0.985) == REVIEW and p.decide(0.5) == APPROVE

@@ -363,3 +363,21 @@ def test_the_guards_batch_fields_are_the_transaction_models_rules():
                 adapter.validate_json(json.dumps({"transactions": [{**GOOD, **change}]}))
             errors.append(describe(exc.value))
         assert errors[0] == errors[1] and next(iter(change)) in errors[0], errors
+
+
+def test_tracing_off_skips_every_route_and_on_leaves_bentoml_in_charge():
+    """VIGIL_SERVING_TRACING: off (the default) gives BentoML's service an excluded-URL list that
+    OpenTelemetry's middleware matches on every route (it then makes no span); on gives nothing,
+    and BentoML's own tracing configuration applies."""
+    from opentelemetry.util.http import ExcludeList
+
+    from serving.guard import ROUTES
+    from serving.tracing import tracing_config
+    from vigil.settings import SettingsError
+
+    off = tracing_config(Settings.from_env({}))
+    excluded = ExcludeList(off["tracing"]["excluded_urls"])  # as BentoMLContainer.tracing_excluded_urls builds it
+    assert all(excluded.url_disabled(f"http://127.0.0.1:3000{r}") for r in ROUTES | {"/no/such/route"})
+    assert tracing_config(Settings.from_env({"VIGIL_SERVING_TRACING": "on"})) == {}
+    with pytest.raises(SettingsError, match="VIGIL_SERVING_TRACING"):
+        Settings.from_env({"VIGIL_SERVING_TRACING": "yes"})

@@ -145,3 +145,39 @@ def test_cards_held_by_another_worker_degrade_that_request_only():
     assert s.assemble([REQ])[2] and s.breaker.open_until is None  # the probe: the store answered
     s.locked = IntradayLocked("intraday lists locked by another writer for over 5.0 s")
     assert s.assemble([REQ])[2] and s.breaker.opened == 2 and not s.breaker.allow()
+
+
+class _LockedConn:
+    """A SQLite connection whose BEGIN IMMEDIATE finds another writer ``busy_for`` times."""
+
+    def __init__(self, busy_for: int):
+        self.busy_for, self.begins = busy_for, 0
+
+    def execute(self, sql: str):
+        if sql == "BEGIN IMMEDIATE":
+            self.begins += 1
+            if self.begins <= self.busy_for:
+                import sqlite3
+
+                raise sqlite3.OperationalError("database is locked")
+
+
+def test_a_brief_wait_gets_the_lists_a_short_transaction_held_and_gives_up_soon_after():
+    """wait=False (the event loop's /score): another worker's transaction of ~0.1 ms is waited out
+    in naps of INTRADAY_BRIEF_NAP_S, not sent to a thread; one held longer than
+    INTRADAY_BRIEF_WAIT_S is IntradayBusy (then a thread waits for it), well before a blocking wait."""
+    import time
+
+    from vigil.feature_repo import INTRADAY_BRIEF_WAIT_S, _begin_immediate
+
+    short = _LockedConn(busy_for=2)
+    _begin_immediate(short, 5.0, brief=True)
+    assert short.begins == 3
+    held = _LockedConn(busy_for=10**9)
+    t0 = time.monotonic()
+    with pytest.raises(IntradayBusy):
+        _begin_immediate(held, 5.0, brief=True)
+    assert INTRADAY_BRIEF_WAIT_S <= time.monotonic() - t0 < 0.1 and held.begins >= 2
+    blocking = _LockedConn(busy_for=3)  # wait=True: retried until it gets them
+    _begin_immediate(blocking, 5.0)
+    assert blocking.begins == 4
