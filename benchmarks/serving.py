@@ -798,7 +798,9 @@ def run_main(a, py_spy):
         for s in servers:
             load(s, bodies_file, key, 200, 3)
         runs = {s.label: {str(r): [] for r in RATES} for s in servers}
-        for rate in [RATES[0]] * a.repeats + list(RATES[1:]):  # interleaved, so all see the same machine
+        # every rate a.repeats times, in rounds of every rate (a p99 of one 10 s run swung by 2x between
+        # runs of the same code); in each, the servers take turns: all see the same machine
+        for rate in [r for _ in range(a.repeats) for r in RATES]:
             for s in servers:
                 r = load(s, bodies_file, key, rate, a.duration)
                 runs[s.label][str(rate)].append(r)
@@ -1046,7 +1048,7 @@ def main():
     ap.add_argument("--tune", action="store_true", help="every workers/threads/handler choice at fixed rates (Vigil only)")
     ap.add_argument("--batch", action="store_true", help="/score_batch only: in process with its parts, then over HTTP")
     ap.add_argument("--rounds", type=int, default=3, help="--tune: rounds of every rate and setting")
-    ap.add_argument("--repeats", type=int, default=3, help="runs of the 200 req/s rate (the budgets' rate)")
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each fixed rate (the ratios and budgets take their median)")
     ap.add_argument("--no-default", action="store_true", help="do not serve the default setting beside the chosen one")
     ap.add_argument("--py-spy", default=shutil.which("py-spy") or ("/tmp/pyspy/bin/py-spy" if Path("/tmp/pyspy/bin/py-spy").exists() else ""))
     a = ap.parse_args()

@@ -22,7 +22,8 @@ from pydantic_core import to_json
 
 from vigil import registry
 from vigil.config import Paths
-from vigil.feature_repo import CardsLocked, IntradayBusy, IntradayStore, OnlineReader, SnapshotCache, open_store, snapshot_marker
+from vigil.feature_repo import (CardsLocked, Checkpointer, IntradayBusy, IntradayStore, OnlineReader, SnapshotCache,
+                                open_store, snapshot_marker)
 from vigil.features import (FEATURE_VIEWS, INTRADAY_FEATURES, MODEL_FEATURES, REQUEST_FEATURES, epoch_seconds_of,
                             fresh_mask, intraday_batch, request_features)
 from vigil.compiled import ServingEngine
@@ -151,6 +152,10 @@ class Scorer:
         self.reader = OnlineReader(self.store)
         self._bound_redis(store_timeout_s)
         self.intraday = IntradayStore(self.store, self.reader)
+        self.checkpointer = None  # the local store's WAL checkpoints, on a thread of their own (Checkpointer)
+        if self.local_store:
+            self.reader.leave_checkpoints()
+            self.checkpointer = Checkpointer(self.reader.online_store._get_db_path(self.store.config)).start()
         marker = snapshot_marker(self.store) if feature_cache and self.local_store else None
         if marker is not None:  # the snapshot rows in memory until a write replaces the marker (SnapshotCache)
             self.reader.cache = SnapshotCache(marker, feature_cache)
@@ -289,6 +294,8 @@ class Scorer:
 
     def close(self) -> None:
         self._stop.set()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         if self.rollout is not None:
             self.rollout.log.close()
         if self.log:

@@ -338,6 +338,28 @@ def test_an_unreachable_online_store_gives_a_degraded_answer_not_an_error(pipeli
     scorer.close()
 
 
+def test_the_scorer_checkpoints_the_local_store_off_the_request_path(pipeline_home):
+    """The scorer's own SQLite connections never checkpoint the WAL in a commit (a request's);
+    its Checkpointer thread does, and stops with it."""
+    from vigil.scoring import Scorer
+
+    scorer = Scorer(pipeline_home["paths"], log_predictions=False)
+    try:
+        body = replay_bodies(pipeline_home, 2)
+        for b in body:
+            b["tx_datetime"] = pd.Timestamp(b["tx_datetime"]).to_pydatetime()
+        scorer.score(body)  # the intraday write: this thread's connection
+        assert scorer.reader.sqlite_conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        ck = scorer.checkpointer
+        assert ck is not None and ck._thread.is_alive()
+        conn = __import__("sqlite3").connect(scorer.reader.online_store._get_db_path(scorer.store.config))
+        assert ck.once(conn)[0] == 0 and ck.failed == ""
+        conn.close()
+    finally:
+        scorer.close()
+    assert not ck._thread.is_alive()
+
+
 def test_kill_9_of_the_worker_under_load_loses_no_answered_prediction(pipeline_home):
     """Requests run from 4 threads while the serving worker gets SIGKILL; every transaction that
     got a 200 is in the log. BentoML's arbiter starts a new worker; the client resends everything

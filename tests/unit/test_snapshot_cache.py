@@ -130,3 +130,39 @@ def test_a_stale_look_at_the_marker_neither_clears_nor_rolls_it_back(tmp_path):
     cache.stamp()  # the age limit: dropped
     cache.put(KEY, [1], np.array([[1.0, 1.0]]), before)  # read before that clear, put after it
     assert cache.fill(KEY, [1], np.full((1, 2), np.nan)) == [0]
+
+
+def test_checkpoints_leave_the_writers_connections_for_the_checkpointer(tmp_path):
+    """A connection that leaves checkpoints (the endpoint's) lets the WAL grow past SQLite's
+    1,000-page autocheckpoint without copying it back in a commit (8-11 ms on the event loop);
+    the Checkpointer's PASSIVE checkpoint, on its own thread, copies every frame back."""
+    import sqlite3
+    import time
+
+    from vigil.feature_repo import Checkpointer
+
+    db = tmp_path / "online.db"
+    setup = sqlite3.connect(db)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+    setup.commit()
+    setup.close()
+    writer = sqlite3.connect(db)
+    writer.execute("PRAGMA wal_autocheckpoint=0")  # what OnlineReader.leave_checkpoints sets
+    for i in range(1_500):  # one 4 KB page and more a commit: past 1,000 pages of WAL
+        with writer:
+            writer.execute("INSERT INTO t VALUES (?, ?)", (i, b"x" * 4_000))
+    wal = db.with_name("online.db-wal")
+    assert wal.stat().st_size > 1_000 * 4_096  # no commit checkpointed it
+    ck = Checkpointer(db, every_s=0.05).start()
+    try:
+        deadline = time.monotonic() + 10
+        while ck.frames == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        ck.stop()
+    assert ck.runs >= 1 and ck.frames >= 1_500 and ck.failed == ""
+    probe = sqlite3.connect(db)
+    busy, frames, done = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0 and frames == done  # nothing left to copy
+    assert probe.execute("SELECT count(*) FROM t").fetchone()[0] == 1_500
