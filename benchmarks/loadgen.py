@@ -10,11 +10,11 @@ slow answer holds the next request back, which hides exactly the tail measured h
 Keep-alive connections are opened up front and more on demand (up to ``--max-connections``) when
 every open one is busy; past that a request waits for a free connection, and the wait is part of
 its latency. ``--pick round-robin`` sends each request on the free connection idle the longest,
-as a load balancer spreads requests over its pool of upstream connections (and so over the
-server's worker processes, which each accepted some of them); ``--pick recent`` (the default) on
-the one used last, which keeps few connections busy: one of a server's workers then takes nearly
-every request below its capacity (5,000 of 5,000 at 500 req/s, 9,531 of 10,000 at 1,000 on a
-two-worker Vigil, benchmarks/README.md). Bodies are cycled from a JSON-lines file, each request with the transaction id
+as a load balancer spreads requests over its pool of upstream connections; ``--pick recent`` (the
+default) on the one used last, which keeps few connections busy (with it, one of a two-worker
+Vigil's workers took 9,531 of 10,000 requests at 1,000 req/s). The kernel decides which worker
+accepts a connection, so even round robin does not split requests evenly between the workers
+(5,000 of 5,000 on one worker at 500 req/s, 5,895 / 4,105 at 1,000, in runs on 2026-12-01). Bodies are cycled from a JSON-lines file, each request with the transaction id
 ``--id-base`` + its index (every request a new transaction). Standard library plus uvloop
 (BentoML's own dependency); it runs in its own process, never sharing a GIL with what it measures.
 Each answer's ``latency_ms`` (Vigil's in-handler time) and ``degraded`` flag are collected too.

@@ -2,8 +2,8 @@
 
 BentoML wraps every request in OpenTelemetry's ASGI middleware, which makes a span for the request
 and one for each message received and sent even when nothing is sampled (BentoML's default sample
-rate is 0, with no exporter). On the benchmark machine that was a third of a bare BentoML
-service's capacity: 1,650 against 2,300-2,600 requests/s with it skipped (benchmarks/README.md).
+rate is 0, with no exporter). On the benchmark machine a bare BentoML service answered 1,644-1,677
+requests/s with it and 2,069-2,633 with it skipped (``wrk``, 8 connections; benchmarks/README.md).
 So every route skips it unless ``VIGIL_SERVING_TRACING=on``; then BentoML's own tracing
 configuration (exporter, sample rate, excluded URLs) applies, as BentoML documents it.
 """

@@ -204,6 +204,8 @@ class ServingEngine:
     def _prepare(self) -> None:
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
+            if sweep(self.cache_dir):
+                log.info("removed build folders left in %s by a killed build", self.cache_dir)
             target = cached(self.model, self.cache_dir)
             with tempfile.TemporaryDirectory(dir=self.cache_dir) as tmp:
                 model_file = Path(tmp) / "booster.txt"
@@ -251,6 +253,22 @@ class ServingEngine:
             self._fail(f"differs from LightGBM by {gap:.3g} on {len(spot)} rows of a batch")
             return None
         return out
+
+
+def sweep(cache_dir: Path, older_than_s: float = 2 * COMPILE_TIMEOUT_S) -> int:
+    """Remove the build folders (``tmp*``) a killed worker or ``vigil score`` left in the cache: no
+    live build is older than its timeout. The number removed."""
+    import shutil
+
+    removed, now = 0, time.time()
+    for entry in Path(cache_dir).glob("tmp*"):
+        try:
+            if entry.is_dir() and now - entry.stat().st_mtime > older_than_s:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed += 1
+        except FileNotFoundError:  # another worker swept it first
+            pass
+    return removed
 
 
 def _build_in_child(model_file: Path, target: Path) -> None:

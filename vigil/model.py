@@ -58,10 +58,11 @@ def build_pipeline(params: dict | None = None, seed: int = 0) -> Pipeline:
 
 class SingleRow:
     """LightGBM's own predictor for one row (``LGBM_BoosterPredictForMatSingleRowFast``): the same
-    C++ prediction as ``Booster.predict(x, num_threads=1)`` (tests/unit/test_model_and_policy.py holds the two
-    equal, bit for bit), set up once instead of at every call. ``Booster.predict`` builds a predictor,
-    copies its parameters and checks the data on each call: 38 us a row on the benchmark machine
-    against 15 for this (benchmarks/README.md). Calls take turns (a lock): a row takes microseconds."""
+    C++ prediction as ``Booster.predict(x, num_threads=1)`` (tests/unit/test_model_and_policy.py
+    holds the two equal, bit for bit), set up once instead of at every call. ``Booster.predict``
+    builds a predictor, copies its parameters and checks the data on each call: a row took 38 us on
+    the benchmark machine, 16 this way, imputation included (benchmarks/README.md). Calls take
+    turns (a lock): a row takes microseconds."""
 
     def __init__(self, booster: lgb.Booster):
         from lightgbm.basic import _LIB, _c_str, _safe_call

@@ -106,3 +106,21 @@ def test_a_failed_build_is_tried_again_after_a_backoff(model, tmp_path, monkeypa
     engine.start().join(timeout=300)
     assert engine.state == "compiled" and engine._backoff == compiled.RETRY_FIRST_S
     np.testing.assert_allclose(engine.predict(x), m.predict(x), rtol=0, atol=1e-12)
+
+
+def test_build_folders_a_killed_build_left_are_swept_and_live_ones_kept(tmp_path):
+    import os
+    import time
+
+    from vigil.compiled import COMPILE_TIMEOUT_S, sweep
+
+    old, live, library = tmp_path / "tmpold123", tmp_path / "tmplive456", tmp_path / "abc-def.so"
+    old.mkdir()
+    (old / "booster.txt").write_text("x")
+    live.mkdir()
+    library.write_bytes(b"\0")
+    past = time.time() - 3 * COMPILE_TIMEOUT_S
+    os.utime(old, (past, past))
+    os.utime(library, (past, past))
+    assert sweep(tmp_path) == 1
+    assert not old.exists() and live.exists() and library.exists()  # a build under way, and the libraries, stay
