@@ -533,7 +533,7 @@ class Checkpointer:
     SQLite checkpoints the WAL in the commit that takes it past 1,000 pages: every ~1,000th
     ``/score`` then copied ~4 MB into the database file and synced both, 8-11 ms on the endpoint's
     event loop, holding up every request queued behind it (in process, 4,000 requests: p99.9 2.7 ms
-    and max 10.8; with the checkpoints elsewhere, 0.94 and 2.6; benchmarks/README.md). The endpoint's
+    and max 10.8; with this thread, 1.2 and 3.3; benchmarks/README.md). The endpoint's
     connections leave them (``OnlineReader.leave_checkpoints``) to this thread, which runs a PASSIVE
     checkpoint every ``every_s``: it never waits for a reader or a writer, nor holds one up, and
     SQLite releases the GIL while it copies and syncs. Two workers' checkpointers take turns
