@@ -300,19 +300,24 @@ class OnlineReader:
         if conn is None:
             import sqlite3
 
-            path = self.online_store._get_db_path(self.config)
-            conn = self._local.conn = sqlite3.connect(path, timeout=5.0)
+            conn = self._local.conn = sqlite3.connect(self.db_path(), timeout=5.0)
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL is set in the file (enable_wal)
             if not self.autocheckpoint:
                 conn.execute("PRAGMA wal_autocheckpoint=0")
         return conn
 
-    def leave_checkpoints(self) -> None:
-        """From now on this reader's connections never checkpoint the WAL (a :class:`Checkpointer` does)."""
+    def db_path(self) -> str:
+        """The local online store's SQLite file."""
+        return self.online_store._get_db_path(self.config)
+
+    def checkpoint_in_background(self, every_s: float = 1.0) -> "Checkpointer":
+        """From now on this reader's connections never checkpoint the WAL: a :class:`Checkpointer`
+        thread, started here, does it (stop it with its ``stop()``)."""
         self.autocheckpoint = False
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.execute("PRAGMA wal_autocheckpoint=0")
+        return Checkpointer(self.db_path(), every_s).start()
 
     def entity_keys(self, view: str, ids: list[int]) -> list[bytes]:
         """Feast's serialized entity keys of ``ids`` (the online tables' primary key). An int64
@@ -499,11 +504,9 @@ def _begin_immediate(conn, wait_s: float, brief: bool = False) -> None:
     writes (past it :class:`IntradayLocked`). Not SQLite's own busy handler: its sleeps grow to
     100 ms, so under a steady writer (a materialization's chunks) a waiter kept missing the gaps
     (p99 0.75 s at 200 req/s during online writes, benchmarks/README.md). ``brief``: retried every
-    INTRADAY_BRIEF_NAP_S for up to INTRADAY_BRIEF_WAIT_S, then :class:`IntradayBusy`."""
+    INTRADAY_BRIEF_NAP_S (the event loop's wait, INTRADAY_BRIEF_WAIT_S), then :class:`IntradayBusy`."""
     import sqlite3
 
-    if brief:
-        wait_s = INTRADAY_BRIEF_WAIT_S
     deadline, pause = time.monotonic() + wait_s, INTRADAY_BRIEF_NAP_S if brief else 0.0005
     conn.execute("PRAGMA busy_timeout=0")
     try:
@@ -534,7 +537,7 @@ class Checkpointer:
     ``/score`` then copied ~4 MB into the database file and synced both, 8-11 ms on the endpoint's
     event loop, holding up every request queued behind it (in process, 4,000 requests: p99.9 2.7 ms
     and max 10.8; with this thread, 1.2 and 3.3; benchmarks/README.md). The endpoint's
-    connections leave them (``OnlineReader.leave_checkpoints``) to this thread, which runs a PASSIVE
+    connections leave them to this thread (``OnlineReader.checkpoint_in_background``), which runs a PASSIVE
     checkpoint every ``every_s``: it never waits for a reader or a writer, nor holds one up, and
     SQLite releases the GIL while it copies and syncs. Two workers' checkpointers take turns
     (SQLite runs one checkpoint at a time; the other is told busy and tries at its next turn)."""
@@ -609,7 +612,7 @@ class IntradayStore:
         kind = getattr(self.config.online_store, "type", "")
         if kind == "sqlite":  # the connection write() uses
             conn = self.reader.sqlite_conn() if self._sqlite() else self.reader.online_store._get_conn(self.config)
-            _begin_immediate(conn, INTRADAY_SQLITE_WAIT_S, brief=not wait)
+            _begin_immediate(conn, INTRADAY_SQLITE_WAIT_S if wait else INTRADAY_BRIEF_WAIT_S, brief=not wait)
             try:
                 yield
             except BaseException:

@@ -22,7 +22,7 @@ from pydantic_core import to_json
 
 from vigil import registry
 from vigil.config import Paths
-from vigil.feature_repo import (CardsLocked, Checkpointer, IntradayBusy, IntradayStore, OnlineReader, SnapshotCache,
+from vigil.feature_repo import (CardsLocked, IntradayBusy, IntradayStore, OnlineReader, SnapshotCache,
                                 open_store, snapshot_marker)
 from vigil.features import (FEATURE_VIEWS, INTRADAY_FEATURES, MODEL_FEATURES, REQUEST_FEATURES, epoch_seconds_of,
                             fresh_mask, intraday_batch, request_features)
@@ -119,11 +119,8 @@ class Deployed:
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The model's scores of ``x``: the compiled booster's for a batch once it is ready (the
         same scores, spot-checked against LightGBM on every batch), else LightGBM's."""
-        if self.engine is not None and len(x) >= self.engine.min_rows:
-            out = self.engine.predict(x)
-            if out is not None:
-                return out
-        return self.model.predict(x)
+        out = self.engine.predict(x) if self.engine is not None else None  # None: a small batch, or not ready
+        return self.model.predict(x) if out is None else out
 
 
 @dataclass(frozen=True)
@@ -154,8 +151,7 @@ class Scorer:
         self.intraday = IntradayStore(self.store, self.reader)
         self.checkpointer = None  # the local store's WAL checkpoints, on a thread of their own (Checkpointer)
         if self.local_store:
-            self.reader.leave_checkpoints()
-            self.checkpointer = Checkpointer(self.reader.online_store._get_db_path(self.store.config)).start()
+            self.checkpointer = self.reader.checkpoint_in_background()
         marker = snapshot_marker(self.store) if feature_cache and self.local_store else None
         if marker is not None:  # the snapshot rows in memory until a write replaces the marker (SnapshotCache)
             self.reader.cache = SnapshotCache(marker, feature_cache)

@@ -490,14 +490,31 @@ def test_a_batch_whose_client_disconnects_is_abandoned_not_logged(server, pipeli
 
 def test_slow_headers_are_cut_off_and_keep_alive_still_works(pipeline_home):
     """Slowloris: a client that sends its headers a byte every 0.4 s is disconnected once
-    VIGIL_SERVING_HEADER_TIMEOUT (here 2 s) has passed; a normal client keeps its connection
-    across requests, and the server answers the next client at once."""
+    VIGIL_SERVING_HEADER_TIMEOUT (here 2 s) has passed; one that sends its headers and then a
+    part of its body gets a 408 once VIGIL_SERVING_BODY_TIMEOUT (here 1 s) has passed; a normal
+    client keeps its connection across requests, and the server answers the next client at once."""
     import socket
 
     from tests.conftest import serve
 
     body = replay_bodies(pipeline_home, 1)[0]
-    with serve(pipeline_home["paths"].root, {"VIGIL_SERVING_HEADER_TIMEOUT": "2"}) as url:
+    with serve(pipeline_home["paths"].root, {"VIGIL_SERVING_HEADER_TIMEOUT": "2", "VIGIL_SERVING_BODY_TIMEOUT": "1"}) as url:
+        host, port = url.removeprefix("http://").split(":")
+        stalled = socket.create_connection((host, int(port)))
+        stalled.settimeout(5)
+        start = time.time()
+        stalled.sendall(f"POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH['authorization']}\r\n"
+                        "Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"transaction_id\": ".encode())
+        answer = stalled.recv(4096)
+        waited = time.time() - start
+        while b"request body timeout" not in answer:  # the head and the body may come in two reads
+            more = stalled.recv(4096)
+            if not more:
+                break
+            answer += more
+        stalled.close()
+        assert answer.startswith(b"HTTP/1.1 408") and b"request body timeout" in answer, answer[:200]
+        assert 0.9 <= waited <= 3.0, waited
         host, port = url.removeprefix("http://").split(":")
         slow = socket.create_connection((host, int(port)))
         slow.settimeout(0.05)

@@ -148,7 +148,7 @@ def test_checkpoints_leave_the_writers_connections_for_the_checkpointer(tmp_path
     setup.commit()
     setup.close()
     writer = sqlite3.connect(db)
-    writer.execute("PRAGMA wal_autocheckpoint=0")  # what OnlineReader.leave_checkpoints sets
+    writer.execute("PRAGMA wal_autocheckpoint=0")  # what OnlineReader.checkpoint_in_background sets
     for i in range(1_500):  # one 4 KB page and more a commit: past 1,000 pages of WAL
         with writer:
             writer.execute("INSERT INTO t VALUES (?, ?)", (i, b"x" * 4_000))

@@ -171,12 +171,12 @@ def test_a_brief_wait_gets_the_lists_a_short_transaction_held_and_gives_up_soon_
     from vigil.feature_repo import INTRADAY_BRIEF_WAIT_S, _begin_immediate
 
     short = _LockedConn(busy_for=2)
-    _begin_immediate(short, 5.0, brief=True)
+    _begin_immediate(short, INTRADAY_BRIEF_WAIT_S, brief=True)
     assert short.begins == 3
     held = _LockedConn(busy_for=10**9)
     t0 = time.monotonic()
     with pytest.raises(IntradayBusy):
-        _begin_immediate(held, 5.0, brief=True)
+        _begin_immediate(held, INTRADAY_BRIEF_WAIT_S, brief=True)
     assert INTRADAY_BRIEF_WAIT_S <= time.monotonic() - t0 < 0.1 and held.begins >= 2
     blocking = _LockedConn(busy_for=3)  # wait=True: retried until it gets them
     _begin_immediate(blocking, 5.0)
