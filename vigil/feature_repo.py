@@ -478,6 +478,7 @@ INTRADAY_SQLITE_WAIT_S = 5.0  # SQLite: another process's write transaction (a m
 # is given this long, in naps of INTRADAY_BRIEF_NAP_S, before IntradayBusy sends the request to a
 # thread: with two workers at 1,000 req/s, 22 % of requests found the lists held, and the hop to a
 # thread (the request's work done again there) cost more CPU than the wait (benchmarks/README.md)
+ONLINE_WRITE_CHUNK = 100  # entities per online-store write call (write_online)
 INTRADAY_BRIEF_WAIT_S, INTRADAY_BRIEF_NAP_S = 0.0004, 0.00005
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
@@ -839,6 +840,13 @@ def write_online(store, paths: config.Paths, days, reader: "OnlineReader | None"
     old values online). The rule here, per entity: the newest snapshot wins, and a snapshot with the
     same time as the stored one replaces it. Returns rows written and rows skipped (older than
     what is online).
+
+    Written ONLINE_WRITE_CHUNK entities a call: SQLite has one writer at a time, and the endpoint's
+    intraday step needs it for every ``/score``. One call for the day's 4,000 terminals held it for
+    most of 0.62 s; Feast's conversion of the next chunk now leaves a gap between two. ``/score`` at
+    200 req/s beside a loop of rewrites (benchmarks/README.md): p90 / p99 250-271 / 353-358 ms in one
+    call, 21-22 / 31-33 in chunks of 250, 8.3 / 26 in chunks of 100; the rewrite as fast (1.4 s).
+    A reader meanwhile may see some entities' new rows beside others' old ones, each row whole.
     """
     from vigil import lake
 
@@ -858,7 +866,9 @@ def write_online(store, paths: config.Paths, days, reader: "OnlineReader | None"
         if getattr(store.config.online_store, "type", "") == "redis" and (new == stored).any():
             _forget_redis_timestamps(store, reader, view, key, [i for i, same in zip(ids, new == stored) if same])
         if keep.any():
-            store.write_to_online_store(view, snap[keep], allow_registry_cache=True)
+            rows = snap[keep]
+            for lo in range(0, len(rows), ONLINE_WRITE_CHUNK):  # SQLite's write lock between chunks
+                store.write_to_online_store(view, rows.iloc[lo:lo + ONLINE_WRITE_CHUNK], allow_registry_cache=True)
             snapshots_changed(store)
         out["written"] += int(keep.sum())
         out["skipped_older"] += int((~keep).sum())
@@ -867,10 +877,11 @@ def write_online(store, paths: config.Paths, days, reader: "OnlineReader | None"
         lists = lists.sort_values("intraday_day", kind="stable").drop_duplicates("customer_id", keep="last")
         ids, records = lists["customer_id"].tolist(), lists[list(INTRADAY_STATE)].to_dict("records")
         intraday = IntradayStore(store, reader)
-        for lo in range(0, len(ids), 500):  # the endpoint adds to these lists meanwhile: lock a chunk at a time
-            chunk, merged = ids[lo:lo + 500], {}
+        step = ONLINE_WRITE_CHUNK
+        for lo in range(0, len(ids), step):  # the endpoint adds to these lists meanwhile: lock a chunk at a time
+            chunk, merged = ids[lo:lo + step], {}
             with intraday.exclusive(chunk):
-                for cid, stored, new in zip(chunk, intraday.read(chunk), records[lo:lo + 500]):
+                for cid, stored, new in zip(chunk, intraday.read(chunk), records[lo:lo + step]):
                     m = merge_intraday(stored, new)
                     if m is not None:
                         merged[cid] = m

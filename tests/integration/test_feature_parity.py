@@ -165,6 +165,49 @@ def test_online_store_rerun_rules(profile_copy, pipeline_home):
     np.testing.assert_allclose(online(ids)["customer_avg_amount_30d"], fixed.loc[ids, "customer_avg_amount_30d"])
 
 
+def test_write_online_leaves_sqlite_s_write_lock_free_between_chunks(pipeline_home, tmp_path):
+    """The endpoint needs SQLite's one write lock for every ``/score`` (its intraday step): a
+    rewrite of the online store goes ONLINE_WRITE_CHUNK entities a call (one call for 4,000
+    terminals held it ~0.25 s), and between two calls another connection takes the lock at once.
+    Every value still lands."""
+    import sqlite3
+
+    from vigil import feature_repo
+    from vigil.feature_repo import CUSTOMER_VIEW, ONLINE_WRITE_CHUNK, OnlineReader, apply, open_store
+
+    root = copy_home(pipeline_home["paths"].root, tmp_path / "vigil")
+    with env_set(profile_env("local", None, root)):
+        paths = config.paths(root)
+        store = open_store(paths, "local")
+        apply(store, paths)
+        day = pipeline_home["last_day"]
+        db = OnlineReader(store).db_path()
+        calls, free = [], []
+        write = store.write_to_online_store
+
+        def chunked(view, df, **kw):
+            calls.append(len(df))
+            other = sqlite3.connect(db, timeout=0)  # between two calls: no other transaction open
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                other.rollback()
+                free.append(True)
+            except sqlite3.OperationalError:
+                free.append(False)
+            finally:
+                other.close()
+            return write(view, df, **kw)
+
+        store.write_to_online_store = chunked
+        out = feature_repo.write_online(store, paths, day)
+        snap = lake.read_day(paths.features / "customer", day).drop_duplicates("customer_id", keep="last").set_index("customer_id")
+        assert len(snap) > ONLINE_WRITE_CHUNK and len(calls) > 2 and max(calls) <= ONLINE_WRITE_CHUNK and all(free), (calls, free)
+        assert out["written"] >= len(snap)
+        ids = snap.index.tolist()
+        got = [r["customer_avg_amount_30d"] for r in OnlineReader(store).read(CUSTOMER_VIEW, ids)]
+        np.testing.assert_array_equal(got, snap.loc[ids, "customer_avg_amount_30d"].to_numpy())
+
+
 def test_redis_slow_or_cut_mid_load_gives_degraded_answers_then_recovers(production_home):
     """The production endpoint reaches Redis through a TCP proxy the test controls. Under load
     from 4 threads the proxy first adds latency (5 ms each way: whole answers, slower, the store
