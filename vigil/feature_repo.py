@@ -478,8 +478,10 @@ INTRADAY_SQLITE_WAIT_S = 5.0  # SQLite: another process's write transaction (a m
 # is given this long, in naps of INTRADAY_BRIEF_NAP_S, before IntradayBusy sends the request to a
 # thread: with two workers at 1,000 req/s, 22 % of requests found the lists held, and the hop to a
 # thread (the request's work done again there) cost more CPU than the wait (benchmarks/README.md)
-ONLINE_WRITE_CHUNK = 100  # entities per online-store write call (write_online)
 INTRADAY_BRIEF_WAIT_S, INTRADAY_BRIEF_NAP_S = 0.0004, 0.00005
+INTRADAY_NAP_MAX_S = 0.001  # a blocking wait's naps grow from 0.5 ms to this (a batch's gap for it: WaitBoard)
+INTRADAY_YIELD_MAX_S = 0.005  # a batch leaves the lists to waiters this long at most between two chunks
+ONLINE_WRITE_CHUNK = 100  # entities per online-store write call (write_online)
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
@@ -500,7 +502,54 @@ class IntradayBusy(RuntimeError):
     harmless (the endpoint's event loop must not wait; one of its threads may)."""
 
 
-def _begin_immediate(conn, wait_s: float, brief: bool = False) -> None:
+class WaitBoard:
+    """Who waits for the local online store's write lock, seen by every process that writes it:
+    a slot per waiting thread in a small shared file (``<db>-waiting``), holding the monotonic time
+    of its last try. SQLite hands its lock to nobody in particular: a batch took it again
+    microseconds after each chunk, and a ``/score`` napping between tries kept missing those gaps
+    (p99 309-386 ms during back-to-back batches, benchmarks/README.md). A batch now leaves the lock
+    between two chunks while someone waits (:meth:`IntradayStore.yield_to_waiters`). A slot not
+    refreshed for ``STALE_S`` no longer counts (its waiter got the lock, gave up, or died); two
+    waiters hashed to one slot share it (the one still waiting writes it again at its next try)."""
+
+    SLOTS, STALE_S = 64, 0.01
+
+    def __init__(self, path: str | Path):
+        import mmap
+
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < self.SLOTS * 8:
+                os.ftruncate(fd, self.SLOTS * 8)
+            self._mm = mmap.mmap(fd, self.SLOTS * 8)
+        finally:
+            os.close(fd)
+        self._times = np.frombuffer(self._mm, dtype=np.float64)  # CLOCK_MONOTONIC: one clock for every process
+
+    def slot(self) -> int:
+        return hash((os.getpid(), threading.get_ident())) % self.SLOTS
+
+    def mark(self, slot: int) -> None:
+        self._times[slot] = time.monotonic()
+
+    def clear(self, slot: int) -> None:
+        self._times[slot] = 0.0
+
+    def someone_waiting(self) -> bool:
+        return bool((self._times > time.monotonic() - self.STALE_S).any())
+
+    def give_way(self, max_s: float = INTRADAY_YIELD_MAX_S) -> None:
+        """Called holding no lock: return once nobody waits, or after ``max_s``."""
+        if not self.someone_waiting():
+            return
+        end = time.monotonic() + max_s
+        while time.monotonic() < end:
+            time.sleep(0.0002)
+            if not self.someone_waiting():
+                return
+
+
+def _begin_immediate(conn, wait_s: float, brief: bool = False, board: WaitBoard | None = None) -> None:
     """``BEGIN IMMEDIATE``, retried every 0.5-5 ms for up to ``wait_s`` while another connection
     writes (past it :class:`IntradayLocked`). Not SQLite's own busy handler: its sleeps grow to
     100 ms, so under a steady writer (a materialization's chunks) a waiter kept missing the gaps
@@ -509,6 +558,7 @@ def _begin_immediate(conn, wait_s: float, brief: bool = False) -> None:
     import sqlite3
 
     deadline, pause = time.monotonic() + wait_s, INTRADAY_BRIEF_NAP_S if brief else 0.0005
+    slot = None
     conn.execute("PRAGMA busy_timeout=0")
     try:
         while True:
@@ -522,12 +572,17 @@ def _begin_immediate(conn, wait_s: float, brief: bool = False) -> None:
                     if brief:
                         raise IntradayBusy(str(exc)) from exc
                     raise IntradayLocked(f"intraday lists locked by another writer for over {wait_s} s") from exc
+            if board is not None:  # a batch between two chunks leaves the lock while this is fresh
+                slot = board.slot() if slot is None else slot
+                board.mark(slot)
             if brief:
                 time.sleep(pause)
             else:
                 time.sleep(pause * (1 + random.random()))
-                pause = min(pause * 2, 0.005)
+                pause = min(pause * 2, INTRADAY_NAP_MAX_S)
     finally:
+        if slot is not None:
+            board.clear(slot)
         conn.execute("PRAGMA busy_timeout=5000")
 
 
@@ -601,6 +656,13 @@ class IntradayStore:
             # per scored transaction, benchmarks/README.md); safe against a crash of the process,
             # a power loss may drop the last additions, which the next ingestion merges back
             self.reader.online_store._get_conn(self.config).execute("PRAGMA synchronous=NORMAL")  # Feast's own writes
+        self.board = WaitBoard(self.reader.db_path() + "-waiting") if self._sqlite() else None
+
+    def yield_to_waiters(self) -> None:
+        """Between two chunks of a batch, the lists held by nobody: while another thread or worker
+        waits for them (:class:`WaitBoard`), up to INTRADAY_YIELD_MAX_S. Microseconds otherwise."""
+        if self.board is not None:
+            self.board.give_way()
 
     @contextlib.contextmanager
     def exclusive(self, ids: list[int], wait: bool = True):
@@ -613,7 +675,8 @@ class IntradayStore:
         kind = getattr(self.config.online_store, "type", "")
         if kind == "sqlite":  # the connection write() uses
             conn = self.reader.sqlite_conn() if self._sqlite() else self.reader.online_store._get_conn(self.config)
-            _begin_immediate(conn, INTRADAY_SQLITE_WAIT_S if wait else INTRADAY_BRIEF_WAIT_S, brief=not wait)
+            _begin_immediate(conn, INTRADAY_SQLITE_WAIT_S if wait else INTRADAY_BRIEF_WAIT_S, brief=not wait,
+                             board=self.board)
             try:
                 yield
             except BaseException:

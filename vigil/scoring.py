@@ -387,7 +387,9 @@ class Scorer:
         A batch's cards take their turn INTRADAY_CHUNK cards at a time (each card's rows in one
         chunk, in order): a /score for another card waits for one chunk, not for the whole batch
         (with the lists held for all of a 10,000-row batch, /score's p50 during back-to-back
-        batches was 70 ms, benchmarks/README.md).
+        batches was 70 ms, benchmarks/README.md); between two chunks the batch leaves the lists
+        to whoever waits for them (:meth:`IntradayStore.yield_to_waiters`), or it would take them
+        again before any waiter tried.
         ``wait=False`` (one chunk: the endpoint's single requests): :class:`IntradayBusy`, nothing
         written, rather than wait for another thread or worker. ``check`` runs before each chunk
         after the first (:class:`TooLate` once the request's deadline has passed or its client has
@@ -403,8 +405,10 @@ class Scorer:
             rows[chunk_of[c]].append(i)
         out = np.empty((len(cards), len(INTRADAY_FEATURES)))
         for k, idx in enumerate(rows):
-            if k and check is not None:
-                check()
+            if k:
+                self.intraday.yield_to_waiters()  # a /score waiting for the lists takes them now, not after the batch
+                if check is not None:
+                    check()
             out[idx] = self._intraday_chunk(unique[k * INTRADAY_CHUNK:(k + 1) * INTRADAY_CHUNK], [cards[i] for i in idx],
                                             [tx_ids[i] for i in idx], [eps[i] for i in idx], [amts[i] for i in idx], wait)
         return out

@@ -198,7 +198,10 @@ def test_a_batch_takes_its_cards_lists_a_chunk_at_a_time_with_the_same_result(mo
 
     class Lists:  # the online store's lists, in memory
         def __init__(self):
-            self.data, self.held = {}, []
+            self.data, self.held, self.yields = {}, [], 0
+
+        def yield_to_waiters(self):  # between two chunks (IntradayStore: to a /score waiting for the lists)
+            self.yields += 1
 
         @contextlib.contextmanager
         def exclusive(self, ids, wait=True):
@@ -220,11 +223,12 @@ def test_a_batch_takes_its_cards_lists_a_chunk_at_a_time_with_the_same_result(mo
         reqs = [{"customer_id": c, "transaction_id": 10_000 + i} for i, c in enumerate(cards)]
         epoch = np.array(sorted(rng.integers(DAY, DAY + 86_400, 500)), dtype=np.int64)
         out = s.intraday_step(reqs, epoch, rng.uniform(1, 100, 500).round(2))
-        return out, s.intraday.data, s.intraday.held
+        return out, s.intraday.data, s.intraday.held, s.intraday.yields
 
-    whole, lists, held = run(10_000)
-    chunked, chunked_lists, chunked_held = run(7)
+    whole, lists, held, yields = run(10_000)
+    chunked, chunked_lists, chunked_held, chunked_yields = run(7)
     assert len(held) == 1 and len(chunked_held) == 6 and max(map(len, chunked_held)) == 7
+    assert yields == 0 and chunked_yields == 5
     np.testing.assert_array_equal(chunked, whole)
     assert chunked_lists == lists
 

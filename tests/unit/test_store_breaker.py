@@ -181,3 +181,76 @@ def test_a_brief_wait_gets_the_lists_a_short_transaction_held_and_gives_up_soon_
     blocking = _LockedConn(busy_for=3)  # wait=True: retried until it gets them
     _begin_immediate(blocking, 5.0)
     assert blocking.begins == 4
+
+
+def test_the_wait_board_is_shared_through_its_file_and_forgets_a_stale_waiter(tmp_path):
+    """Two boards on one file (two workers): a mark on one is seen by the other until it is
+    cleared or STALE_S old; the file is 0600."""
+    import os
+    import time
+
+    from vigil.feature_repo import WaitBoard
+
+    path = tmp_path / "online.db-waiting"
+    waiter, batch = WaitBoard(path), WaitBoard(path)
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    assert not batch.someone_waiting()
+    slot = waiter.slot()
+    waiter.mark(slot)
+    assert batch.someone_waiting()
+    waiter.clear(slot)
+    assert not batch.someone_waiting()
+    waiter.mark(slot)
+    time.sleep(WaitBoard.STALE_S * 2)  # a waiter that died holding a slot
+    assert not batch.someone_waiting()
+
+
+def test_a_batch_leaves_the_lists_to_a_waiter_between_its_chunks(tmp_path):
+    """A batch writing chunk after chunk (here 3 ms each, 60 chunks) and a blocking waiter on
+    another connection: SQLite hands the lock to nobody in particular, and the batch takes it
+    again microseconds after each commit, so the waiter napping 0.5-1 ms waited for most of the
+    batch. With the board, the batch leaves a gap while someone waits: the waiter gets the lists
+    within a few chunks."""
+    import sqlite3
+    import threading
+    import time
+
+    from vigil.feature_repo import INTRADAY_SQLITE_WAIT_S, WaitBoard, _begin_immediate
+
+    db = tmp_path / "online.db"
+    setup = sqlite3.connect(db)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)")
+    setup.commit()
+    setup.close()
+
+    def run(board):
+        started, done, waited = threading.Event(), threading.Event(), []
+
+        def batch():
+            conn = sqlite3.connect(db, isolation_level=None)
+            for k in range(60):
+                if k and board is not None:
+                    board.give_way()  # what IntradayStore.yield_to_waiters does
+                _begin_immediate(conn, INTRADAY_SQLITE_WAIT_S, board=board)
+                started.set()
+                time.sleep(0.003)  # the chunk's read, add and write
+                conn.execute("INSERT OR REPLACE INTO t VALUES (1, ?)", (k,))
+                conn.execute("COMMIT")
+            done.set()
+
+        t = threading.Thread(target=batch)
+        t.start()
+        started.wait(5)
+        time.sleep(0.01)
+        conn = sqlite3.connect(db, isolation_level=None)
+        t0 = time.monotonic()
+        _begin_immediate(conn, INTRADAY_SQLITE_WAIT_S, board=board)
+        waited.append(time.monotonic() - t0)
+        batch_done_first = done.is_set()
+        conn.execute("COMMIT")
+        t.join()
+        return waited[0], batch_done_first
+
+    with_board, first = run(WaitBoard(tmp_path / "online.db-waiting"))
+    assert not first and with_board < 0.05, with_board  # a few chunks, not the ~170 ms left of the batch
