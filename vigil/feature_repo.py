@@ -550,11 +550,13 @@ class WaitBoard:
 
 
 def _begin_immediate(conn, wait_s: float, brief: bool = False, board: WaitBoard | None = None) -> None:
-    """``BEGIN IMMEDIATE``, retried every 0.5-5 ms for up to ``wait_s`` while another connection
-    writes (past it :class:`IntradayLocked`). Not SQLite's own busy handler: its sleeps grow to
-    100 ms, so under a steady writer (a materialization's chunks) a waiter kept missing the gaps
-    (p99 0.75 s at 200 req/s during online writes, benchmarks/README.md). ``brief``: retried every
-    INTRADAY_BRIEF_NAP_S (the event loop's wait, INTRADAY_BRIEF_WAIT_S), then :class:`IntradayBusy`."""
+    """``BEGIN IMMEDIATE``, retried every 0.5-1 ms (INTRADAY_NAP_MAX_S) for up to ``wait_s`` while
+    another connection writes (past it :class:`IntradayLocked`). Not SQLite's own busy handler: its
+    sleeps grow to 100 ms, so under a steady writer (a materialization's chunks) a waiter kept
+    missing the gaps (p99 0.75 s at 200 req/s during online writes, benchmarks/README.md).
+    ``brief``: retried every INTRADAY_BRIEF_NAP_S (the event loop's wait, INTRADAY_BRIEF_WAIT_S),
+    then :class:`IntradayBusy`. ``board``: each try stamps this thread's slot, so a batch between
+    two chunks leaves the lock to it (:class:`WaitBoard`)."""
     import sqlite3
 
     deadline, pause = time.monotonic() + wait_s, INTRADAY_BRIEF_NAP_S if brief else 0.0005
