@@ -97,8 +97,10 @@ def serve(root: Path, extra_env: dict | None = None):
 
 @pytest.fixture(scope="session")
 def server(pipeline_home):
-    # one worker: tests read per-process counters from /model_info (pid, abandoned)
-    with serve(pipeline_home["paths"].root, {"VIGIL_SERVING_WORKERS": "1"}) as url:
+    # one worker: tests read per-process counters from /model_info (pid, abandoned); no rate limit in
+    # reach: the rollout test's four closed-loop threads crossed the default 2,000/s on a fast machine
+    # (429s); the limit has its own test (test_serving.py)
+    with serve(pipeline_home["paths"].root, {"VIGIL_SERVING_WORKERS": "1", "VIGIL_SERVING_RATE_LIMIT": "1000000"}) as url:
         yield url
 
 
