@@ -515,7 +515,6 @@ def test_slow_headers_are_cut_off_and_keep_alive_still_works(pipeline_home):
         stalled.close()
         assert answer.startswith(b"HTTP/1.1 408") and b"request body timeout" in answer, answer[:200]
         assert 0.9 <= waited <= 3.0, waited
-        host, port = url.removeprefix("http://").split(":")
         slow = socket.create_connection((host, int(port)))
         slow.settimeout(0.05)
         start, closed_after = time.time(), None
